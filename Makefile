@@ -1,0 +1,13 @@
+# The two commands of the README, and the set-up they share.
+.PHONY: setup smoke test
+
+setup:
+	bash scripts/setup.sh
+
+# Main job on the embedded default: the smoke profile (toy scale, CPU).
+smoke: setup
+	.venv/bin/gfl-repro list --profile smoke
+	.venv/bin/gfl-repro collect table3 --profile smoke --format markdown
+
+test: setup
+	.venv/bin/python -m pytest -q

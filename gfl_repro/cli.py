@@ -1,0 +1,166 @@
+"""The `gfl-repro` command line: every verb is a thin layer over a tested function.
+
+User mistakes (unknown experiment, profile or format; an unreadable spec; a bad option)
+print one line ``gfl-repro: error: ...`` and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
+from .collect import FORMATS, collect_table, render
+from .overview import describe_experiment, format_description, list_experiments
+from .profiles import DEFAULT_PROFILE, PROFILES, Profile
+from .spec import SpecError
+from .store import atomic_write_text, tables_dir
+
+USAGE_EXIT = 2
+
+
+class UserError(click.ClickException):
+    """A mistake in what the user asked for: one line, exit status 2."""
+
+    exit_code = USAGE_EXIT
+
+
+class OneLineErrors(click.Group):
+    """A Click group whose errors are one line on stderr (Click's own usage errors included)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except click.ClickException as err:
+            message = " ".join(err.format_message().split())
+            click.echo(f"gfl-repro: error: {message}", err=True)
+            sys.exit(USAGE_EXIT if isinstance(err, (click.UsageError, UserError)) else err.exit_code)
+        except click.Abort:
+            click.echo("gfl-repro: aborted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise UserError(str(UnknownName("profile", name, list(PROFILES))))
+    return PROFILES[name]
+
+
+def _format(name: str, choices: tuple[str, ...]) -> str:
+    if name not in choices:
+        raise UserError(str(UnknownName("format", name, list(choices))))
+    return name
+
+
+def _guard(fn, *args, **kwargs):
+    """Turn the library's user-facing errors into one-line CLI errors."""
+    try:
+        return fn(*args, **kwargs)
+    except (UnknownName, SpecError) as err:
+        raise UserError(str(err)) from None
+
+
+profile_option = click.option(
+    "--profile", "profile_name", default=DEFAULT_PROFILE, show_default=True, help=f"One of: {', '.join(PROFILES)}."
+)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gfl-repro")
+@click.option(
+    "--experiments-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Spec directory (default: $GFL_REPRO_EXPERIMENTS or the checkout's experiments/).",
+)
+@click.option(
+    "--results-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Results root (default: $GFL_REPRO_RESULTS or the checkout's results/).",
+)
+@click.pass_context
+def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | None) -> None:
+    """Reproduce the experiments of Generalized Focal Loss (Li et al., NeurIPS 2020)."""
+    ctx.obj = {
+        "experiments": experiments_dir or default_experiments_dir(),
+        "results": results_dir or default_results_dir(),
+    }
+
+
+@cli.command("list")
+@profile_option
+@click.pass_obj
+def list_command(obj: dict, profile_name: str) -> None:
+    """Every paper artifact with its rows and how many of its runs are done."""
+    profile = _profile(profile_name)
+    summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"])
+    click.echo(f"{'experiment':<10}  {'paper':<16}  {'rows':>4}  {'runs done':>9}  title")
+    for s in summaries:
+        runs = f"{s['runs_done']}/{s['runs_total']}"
+        click.echo(f"{s['id']:<10}  {s['paper_ref']:<16}  {s['rows']:>4}  {runs:>9}  {s['title']}")
+    scale = " (toy scale)" if profile.toy_scale else ""
+    click.echo(f"\nprofile: {profile.name}{scale} — {profile.description}")
+
+
+@cli.command("show")
+@click.argument("experiment")
+@profile_option
+@click.option("--format", "fmt", default="text", show_default=True, help="text or json.")
+@click.pass_obj
+def show_command(obj: dict, experiment: str, profile_name: str, fmt: str) -> None:
+    """Rows, overrides, paper numbers, run ids and state of one experiment."""
+    profile = _profile(profile_name)
+    fmt = _format(fmt, ("text", "json"))
+    exp = _guard(get_experiment, experiment, obj["experiments"])
+    desc = _guard(describe_experiment, exp, profile, obj["results"])
+    if fmt == "json":
+        click.echo(json.dumps(desc, indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_description(desc))
+
+
+@cli.command("collect")
+@click.argument("experiments", nargs=-1)
+@profile_option
+@click.option("--format", "fmt", default="markdown", show_default=True, help=f"One of: {', '.join(FORMATS)}.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output directory (default: results/<profile>/tables/)."
+)
+@click.pass_obj
+def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, fmt: str, out: Path | None) -> None:
+    """Paper vs reproduced tables (all tables when no EXPERIMENT is named)."""
+    profile = _profile(profile_name)
+    fmt = _format(fmt, FORMATS)
+    chosen = _guard(select, experiments, obj["experiments"])
+    figures = [e.id for e in chosen if e.kind != "table"]
+    if experiments and figures:
+        raise UserError(f"{', '.join(figures)} is a figure, not a table; use `gfl-repro plot {figures[0]}`")
+    out_dir = out or tables_dir(obj["results"], profile.name)
+    for exp in chosen:
+        if exp.kind != "table":
+            continue
+        table = _guard(collect_table, exp, profile, obj["results"])
+        text, ext = render(table, fmt)
+        path = out_dir / f"{exp.id}.{ext}"
+        atomic_write_text(path, text)
+        states = table.frame.xs("run", axis=1, level=-2).to_numpy().ravel()
+        done = int((states == "done").sum())
+        runs = int((states != "reference").sum())
+        click.echo(f"{exp.id}: {done}/{runs} rows reproduced -> {path}")
+        for problem in table.problems:
+            click.echo(f"  warning: {problem}", err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()  # OneLineErrors.main exits with the right status
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The fully explicit configuration of one training run, and its identity.
+
+A :class:`RunConfig` holds every setting that changes what a run computes. Specs
+(``experiments/*.toml``) give a few overrides per row; :func:`gfl_repro.resolve.resolve`
+fills in the rest from the detector's recipe and the profile. Two rows of different tables
+that resolve to the same config share one ``run_id`` and therefore train once.
+
+Defaults are mmdetection 3.3's ``gfl_r50_fpn_1x_coco`` (DESIGN.md §3) at paper scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+DETECTORS = ("atss", "fcos", "retinanet", "foveabox", "ssd512")
+QUALITIES = ("none", "centerness", "iou", "centerness_guided", "iou_guided", "joint")
+BOX_REPRESENTATIONS = ("dirac", "gaussian", "general")
+CLS_LOSSES = ("focal", "qfl", "softmax_ce")
+BOX_LOSSES = ("giou", "l1", "smooth_l1")
+BACKBONES = ("r50", "r101", "x101_32x4d", "vgg16")
+SCHEDULES = ("1x", "2x", "ssd_120e")
+SPLITS = ("minival", "test-dev")
+DATASETS = ("coco2017", "synthetic")
+BACKBONE_SCALES = ("full", "tiny")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one training + evaluation run (flat, hashable, JSON-able)."""
+
+    # --- method: what the paper varies --------------------------------------------------
+    detector: str = "atss"
+    quality: str = "joint"  # how localization quality is represented (Table 1a, Fig. 6)
+    cls_loss: str = "qfl"  # QFL (Eq. 2) for the joint representation, else FL (Eq. 1)
+    qfl_beta: float = 2.0  # β of Eq. 2 (Table 1c)
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    box: str = "general"  # Dirac delta / Gaussian / General distribution (Table 2a)
+    dfl_weight: float = 0.25  # λ1 of Eq. 11; 0 means General without DFL
+    box_loss: str = "giou"  # GIoU for ATSS/FCOS/GFL; the stock losses of the other detectors
+    box_loss_weight: float = 2.0  # λ0 of Eq. 11
+    reg_max: float = 16.0  # y_n: top of the regression range in stride units (Table 2b)
+    bin_width: float = 1.0  # Δ: spacing of the discretised range (Table 2c)
+    # --- model -----------------------------------------------------------------------------
+    backbone: str = "r50"
+    dcn: bool = False  # modulated deformable conv (DCNv2) in stages c3-c5 (Table 4)
+    backbone_scale: str = "full"  # "tiny" in the smoke profile: same family, toy width/depth
+    atss_topk: int = 9
+    # --- data and schedule -------------------------------------------------------------------
+    dataset: str = "coco2017"
+    eval_split: str = "minival"
+    image_scale: tuple[int, int] = (1333, 800)  # (long side max, short side)
+    multiscale: bool = False
+    multiscale_short: tuple[int, int] = (480, 800)  # short side range when multiscale
+    schedule: str = "1x"
+    epochs: int = 12
+    lr_steps: tuple[int, ...] = (8, 11)
+    batch_size: int = 16
+    base_lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    # --- test-time post-processing -------------------------------------------------------------
+    nms_pre: int = 1000
+    score_thr: float = 0.05
+    nms_iou: float = 0.6
+    max_per_img: int = 100
+    seed: int = 0
+    # --- synthetic data (smoke profile only; ignored for COCO) --------------------------------
+    synth_train: int = 0
+    synth_val: int = 0
+
+    @property
+    def num_bins(self) -> int:
+        """Number of softmax units of the General distribution: y_n / Δ + 1 (Eq. 5)."""
+        return int(round(self.reg_max / self.bin_width)) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        kwargs = {}
+        for f in fields(cls):
+            if f.name in data:
+                value = data[f.name]
+                kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _jsonable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def run_id(config: RunConfig) -> str:
+    """Stable identity of a run: 12 hex digits of SHA-256 over the settings that differ
+    from RunConfig's defaults, as canonical JSON.
+
+    Hashing only the differences (as dora does) keeps every existing run_id valid when a
+    later version adds a setting whose default reproduces the old behaviour.
+    """
+    defaults = RunConfig().to_dict()
+    changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    canonical = json.dumps(changed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+FIELD_TYPES: dict[str, type] = {}
+for _f in fields(RunConfig):
+    _default = _f.default if _f.default is not dataclasses.MISSING else None
+    FIELD_TYPES[_f.name] = type(_default)
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "detector": DETECTORS,
+    "quality": QUALITIES,
+    "box": BOX_REPRESENTATIONS,
+    "cls_loss": CLS_LOSSES,
+    "box_loss": BOX_LOSSES,
+    "backbone": BACKBONES,
+    "schedule": SCHEDULES,
+    "eval_split": SPLITS,
+    "dataset": DATASETS,
+    "backbone_scale": BACKBONE_SCALES,
+}
+
+
+def check_field(name: str, value: Any) -> Any:
+    """Validate one override value against RunConfig's field; return it normalised.
+
+    Raises ValueError with a message naming the problem (the caller adds file/row context).
+    """
+    if name not in FIELD_TYPES:
+        raise ValueError(f"unknown setting {name!r}")
+    expected = FIELD_TYPES[name]
+    if expected is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+    elif expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+    elif expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    elif expected is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}; got {value!r}")
+    elif expected is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+            raise ValueError(f"{name} must be a list of integers, got {value!r}")
+        value = tuple(value)
+    return value
+
+
+def check_consistency(config: RunConfig) -> None:
+    """Reject combinations the engine cannot mean (raises ValueError)."""
+    if config.quality == "joint" and config.cls_loss != "qfl":
+        raise ValueError("quality = 'joint' needs cls_loss = 'qfl' (Eq. 2)")
+    if config.cls_loss == "qfl" and config.quality != "joint":
+        raise ValueError("cls_loss = 'qfl' trains the joint representation: set quality = 'joint'")
+    if config.bin_width <= 0 or config.reg_max <= 0:
+        raise ValueError("reg_max and bin_width must be positive")
+    ratio = config.reg_max / config.bin_width
+    if abs(ratio - round(ratio)) > 1e-9:
+        raise ValueError(f"reg_max ({config.reg_max}) must be a multiple of bin_width ({config.bin_width})")
+    if config.box != "general" and config.dfl_weight != 0:
+        raise ValueError("dfl_weight applies only to box = 'general'; set it to 0")
+    if config.detector == "ssd512" and config.backbone != "vgg16":
+        raise ValueError("ssd512 uses the vgg16 backbone")
+    if config.backbone == "vgg16" and config.detector != "ssd512":
+        raise ValueError("the vgg16 backbone belongs to ssd512")
+    if list(config.lr_steps) != sorted(set(config.lr_steps)):
+        raise ValueError(f"lr_steps must strictly increase, got {list(config.lr_steps)}")
+    if config.multiscale and config.multiscale_short[0] > config.multiscale_short[1]:
+        raise ValueError(f"multiscale_short must be (low, high), got {list(config.multiscale_short)}")
+
+
+__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "FIELD_TYPES"]

@@ -1,0 +1,71 @@
+"""Profiles map one experiment to one scale (DESIGN.md §1).
+
+A profile edits the resolved config last: it chooses the data, the backbone scale, the
+image size and what a named schedule means in epochs. ``smoke`` is toy scale on CPU with
+synthetic data; ``paper`` is the paper's setting on COCO 2017.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    toy_scale: bool  # numbers from this profile are not comparable with the paper's
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # schedule name -> (epochs, lr step epochs)
+    schedules: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
+    # fields whose paper-scale value the profile rescales, e.g. SSD's 512 x 512 input
+    fixed_size_scale: tuple[int, int] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} profile (toy scale, synthetic data)" if self.toy_scale else f"{self.name} profile"
+
+
+PAPER = Profile(
+    name="paper",
+    description="COCO 2017, the paper's backbones and schedules, 8 GPUs x 2 images",
+    toy_scale=False,
+    overrides={"dataset": "coco2017", "backbone_scale": "full"},
+    schedules={"1x": (12, (8, 11)), "2x": (24, (16, 22)), "ssd_120e": (120, (80, 110))},
+)
+
+SMOKE = Profile(
+    name="smoke",
+    description="synthetic COCO-format data, tiny backbones, small images, CPU, minutes",
+    toy_scale=True,
+    overrides={
+        "dataset": "synthetic",
+        "synth_train": 256,
+        "synth_val": 64,
+        "backbone_scale": "tiny",
+        "image_scale": (192, 160),
+        "multiscale_short": (128, 160),
+        "batch_size": 8,
+        "base_lr": 0.01,
+        "warmup_iters": 50,
+        "nms_pre": 1000,
+    },
+    schedules={"1x": (12, (8, 11)), "2x": (24, (16, 22)), "ssd_120e": (12, (8, 11))},
+    fixed_size_scale=(160, 160),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, PAPER)}
+DEFAULT_PROFILE = "smoke"
+
+
+def apply_profile(settings: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    """Return ``settings`` with the profile's scale applied (schedule -> epochs and steps)."""
+    out = dict(settings)
+    fixed_size = out.get("detector") == "ssd512"
+    out.update(profile.overrides)
+    if fixed_size and profile.fixed_size_scale is not None:
+        out["image_scale"] = profile.fixed_size_scale
+    epochs, steps = profile.schedules[out.get("schedule", "1x")]
+    out["epochs"], out["lr_steps"] = epochs, steps
+    return out

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up gfl-repro on a fresh machine: .venv/ with a working torch/torchvision pair, the
+# package installed editable with its test extras, and the system tools the tests use.
+# Idempotent: a second run only checks.
+#
+# Why the torch step is special: pip here prefers a local CPU wheel of torch 2.13.0, but
+# the only torchvision 0.28.0 on the registry is a CUDA build that fails at import against
+# that CPU wheel ("operator torchvision::nms does not exist"). The registry's CUDA build of
+# torch 2.13.0 with torchvision 0.28.0 imports and runs torchvision.ops on CPU, so we
+# install that pair with the local wheel hidden from pip (DESIGN.md §4).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+TORCH_PAIR=(torch==2.13.0 torchvision==0.28.0)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ ! -x .venv/bin/python ]; then
+  step "creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+
+ops_work() {
+  .venv/bin/python - <<'PY' 2>/dev/null
+import torch, torchvision.ops as ops
+ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+ops.deform_conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 18, 3, 3), torch.zeros(1, 1, 3, 3), padding=1)
+PY
+}
+
+if ! ops_work; then
+  step "installing ${TORCH_PAIR[*]} (CUDA build from the registry; runs on CPU; ~5 GB)"
+  env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null .venv/bin/pip install --progress-bar off "${TORCH_PAIR[@]}"
+  ops_work || { echo "setup: torchvision.ops still fails after installing ${TORCH_PAIR[*]}" >&2; exit 1; }
+fi
+
+stamp=.venv/.gfl-repro-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  step "installing gfl-repro (editable) with test extras"
+  .venv/bin/pip install --progress-bar off -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+if ! command -v pdflatex >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing pdflatex (texlive) for the LaTeX test"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      texlive-latex-base texlive-latex-recommended >/dev/null
+  else
+    echo "setup: pdflatex missing and cannot apt-get install it; the LaTeX test will be skipped" >&2
+  fi
+fi
+echo "setup: ready (.venv/bin/gfl-repro)"

@@ -1,0 +1,114 @@
+"""Spec loading and validation; every paper cell against an independent transcription."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from gfl_repro.catalogue import load_catalogue
+from gfl_repro.spec import SpecError, load_experiment
+from paper_tables import ORDER, PAPER
+
+ALL = ["table1a", "table1b", "table1c", "table2a", "table2b", "table2c", "table3", "table4",
+       "fig2", "fig3", "fig5", "fig7", "fig9"]
+
+
+def test_catalogue_has_all_13_artifacts_in_paper_order(catalogue):
+    assert list(catalogue) == ALL
+    assert {e.kind for e in catalogue.values()} == {"table", "figure"}
+
+
+@pytest.mark.parametrize("table", [t for t in ALL if t.startswith("table")])
+def test_every_paper_cell_matches_the_transcription(catalogue, table):
+    exp = catalogue[table]
+    expected = PAPER[table]
+    if table == "table4":
+        keys = [(r.info["Backbone"], r.label) for r in exp.rows]
+    else:
+        keys = [(r.group, r.label) for r in exp.rows]
+    assert keys == ORDER[table], "rows in printed order"
+    for row, key in zip(exp.rows, keys):
+        want = expected[key]
+        for metric in exp.metrics:
+            got = row.paper[metric]
+            truth = want["fps"] if (table == "table4" and metric == "FPS") else want[metric]
+            if truth is None:
+                assert got is None, (table, key, metric)
+            else:
+                assert got is not None and math.isclose(got, truth), (table, key, metric, got, truth)
+        if table == "table4":
+            assert row.section == want["section"]
+            assert row.info["Epoch"] == str(want["epochs"])
+            assert (row.info["MS train"] == "✓") == want["ms_train"]
+            assert row.info["Reference"] == want["venue"]
+            assert ("FPS" in row.notes) == want["fps_from_sapd"]
+            assert row.reference == (row.label != "GFL (ours)")
+
+
+def test_table4_runs_only_the_five_gfl_rows(catalogue, smoke):
+    runs = catalogue["table4"].runs(smoke)
+    assert [r.info["Backbone"] for r, _, _ in runs] == ["R-50", "R-101", "X-101-32x4d", "R-101-DCN", "X-101-32x4d-DCN"]
+    configs = [c for _, c, _ in runs]
+    assert all(c.schedule == "2x" and c.multiscale and c.eval_split == "test-dev" for c in configs)
+    assert [c.dcn for c in configs] == [False, False, False, True, True]
+    assert len({rid for _, _, rid in runs}) == 5
+
+
+def test_figures_declare_their_runs_and_artifacts(catalogue, smoke):
+    fig2 = catalogue["fig2"]
+    assert fig2.artifacts[0].rows == ("IoU-branch", "joint w/ QFL")
+    assert catalogue["fig7"].uses == ("table4",)
+    fig5 = catalogue["fig5"]
+    assert [a.analysis for a in fig5.artifacts] == ["qfl_curves", "distribution_shapes", "regression_targets"]
+    assert fig5.runs(smoke) == []  # the assignment histogram needs no training
+
+
+def _write(tmp_path: Path, text: str, name: str = "bad.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+GOOD_HEAD = '[experiment]\nid = "bad"\nkind = "table"\npaper_ref = "T"\ntitle = "t"\nsplit = "minival"\nrecipe = "gfl"\nmetrics = ["AP"]\n'
+
+
+@pytest.mark.parametrize(
+    "body, fragments",
+    [
+        ('[[row]]\nlabel = "r1"\noverrides = { reg_maxx = 3 }\npaper = [1.0]\n', ["bad.toml", "'r1'", "overrides.reg_maxx", "unknown setting"]),
+        ('[[row]]\nlabel = "r1"\noverrides = { quality = "joint_qfl" }\npaper = [1.0]\n', ["'r1'", "overrides.quality", "must be one of"]),
+        ('[[row]]\nlabel = "r1"\npaper = [1.0, 2.0]\n', ["'r1'", "field 'paper'", "needs 1 numbers"]),
+        ('[[row]]\nlabel = "r1"\npaper = ["x"]\n', ["'r1'", "paper.AP"]),
+        ('[[row]]\nlabel = "r1"\ncolour = "red"\n', ["'r1'", "'colour'", "unknown field"]),
+        ('[[row]]\nlabel = "r1"\n[[row]]\nlabel = "r1"\n', ["'r1'", "duplicate"]),
+        ('[[row]]\nlabel = "r1"\noverrides = { dcn = "yes" }\n', ["overrides.dcn", "true or false"]),
+    ],
+)
+def test_spec_errors_name_file_row_and_field(tmp_path, body, fragments):
+    with pytest.raises(SpecError) as err:
+        load_experiment(_write(tmp_path, GOOD_HEAD + body))
+    for fragment in fragments:
+        assert fragment in str(err.value)
+
+
+def test_spec_error_for_inconsistent_resolution_names_the_row(tmp_path, smoke):
+    exp = load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "odd"\noverrides = { cls_loss = "focal" }\n'))
+    with pytest.raises(SpecError, match=r"bad.toml, row 'odd': quality = 'joint' needs cls_loss = 'qfl'"):
+        exp.runs(smoke)
+
+
+def test_invalid_toml_and_wrong_id_and_missing_head(tmp_path):
+    with pytest.raises(SpecError, match="bad.toml: invalid TOML"):
+        load_experiment(_write(tmp_path, "[experiment\n"))
+    with pytest.raises(SpecError, match="field 'id'"):
+        load_experiment(_write(tmp_path, GOOD_HEAD.replace('id = "bad"', 'id = "other"') + '[[row]]\nlabel="a"\n'))
+    with pytest.raises(SpecError, match=r"missing \[experiment\]"):
+        load_experiment(_write(tmp_path, '[[row]]\nlabel = "a"\n'))
+
+
+def test_catalogue_rejects_unknown_uses(tmp_path):
+    _write(tmp_path, GOOD_HEAD.replace('kind = "table"', 'kind = "figure"') + 'uses = ["nope"]\n[[artifact]]\nname="a"\nanalysis="qfl_curves"\n')
+    with pytest.raises(SpecError, match="uses"):
+        load_catalogue(tmp_path)
