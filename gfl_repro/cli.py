@@ -157,6 +157,71 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
             click.echo(f"  warning: {problem}", err=True)
 
 
+@cli.command("run")
+@click.argument("experiments", nargs=-1, required=True)
+@profile_option
+@click.option("--data-root", type=click.Path(path_type=Path), default=None, help="COCO 2017 root (paper profile); default $GFL_REPRO_COCO.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_obj
+def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, data_root: Path | None,
+                device: str | None, quiet: bool) -> None:
+    """Train and evaluate the runs of EXPERIMENTS here, one after another (done runs are skipped)."""
+    from .launch import plan_runs, run_in_process
+
+    profile = _profile(profile_name)
+    chosen = _guard(select, experiments, obj["experiments"])
+    plan = _guard(plan_runs, chosen, profile, obj["results"])
+    for item in plan.unsupported:
+        click.echo(f"not runnable yet: {item}", err=True)
+    if not plan.todo and not plan.done:
+        what = f"{len(plan.unsupported)} row(s) need engine support that does not exist yet (listed above)"
+        raise UserError("nothing to run: " + (what if plan.unsupported else "these experiments have no training runs"))
+    click.echo(f"{len(plan.done)} run(s) already done, {len(plan.todo)} to run ({profile.label})")
+    try:
+        if plan.todo and plan.todo[0].config.dataset != "synthetic":
+            from .runner import locate_data
+
+            locate_data(plan.todo[0].config, data_root)  # fail before anything starts
+        run_in_process(plan, profile, obj["results"], data_root=data_root, device=device, progress=not quiet,
+                       echo=click.echo)
+    except Exception as err:  # one line for the user; the run directory keeps the checkpoint
+        from .runner import DataError
+        from .train import NonFiniteLoss
+
+        if isinstance(err, DataError):
+            raise UserError(str(err)) from None
+        if isinstance(err, NonFiniteLoss):
+            raise click.ClickException(str(err)) from None
+        raise
+    click.echo(f"results: {obj['results'] / profile.name / 'runs'}")
+    click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} --profile {profile.name}")
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Datasets: generate the synthetic COCO-format set."""
+
+
+@data_group.command("synth")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Directory (default: the cache the smoke profile uses).")
+@click.option("--num-train", type=click.IntRange(min=0), default=256, show_default=True)
+@click.option("--num-val", type=click.IntRange(min=0), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def data_synth_command(out: Path | None, num_train: int, num_val: int, seed: int) -> None:
+    """Generate a deterministic synthetic COCO-format dataset (images + instances_*.json)."""
+    from .datasets.synthetic import ensure_synthetic, generate
+    from .runner import default_cache_dir
+
+    if out is None:
+        path = ensure_synthetic(default_cache_dir(), num_train=num_train, num_val=num_val, seed=seed)
+    elif out.exists():
+        raise UserError(f"{out} already exists; choose a new directory")
+    else:
+        path = generate(out, num_train=num_train, num_val=num_val, seed=seed)
+    click.echo(f"synthetic COCO: {path} ({num_train} train, {num_val} val images)")
+
+
 def main() -> None:
     """Console-script entry point."""
     cli()  # OneLineErrors.main exits with the right status

@@ -1,0 +1,260 @@
+"""COCO-format detection dataset, batch collation and a deterministic loader (mmdet 3.3 rules).
+
+Annotation parsing (mmdet ``CocoDataset.parse_data_info``): an annotation is skipped if it has
+``ignore``, lies completely outside the image, has area <= 0 or w < 1 or h < 1, or an unknown
+category; bbox [x, y, w, h] -> [x, y, x + w, y + h] (no -1, as in mmdet 3); ``iscrowd`` ones go
+to ``ignore_boxes`` (never training targets).  Labels are 0..C-1 in sorted category-id order;
+``label2cat`` maps back for evaluation.
+
+Training-set filtering (mmdet ``filter_cfg=dict(filter_empty_gt=True, min_size=32)``,
+``CocoDataset.filter_data``): keep an image iff it has at least one annotation of a known
+category **in the raw json** (crowd or degenerate ones count, exactly as mmdet's
+``cat_img_map`` rule) and min(width, height) >= min_size.  Test/val sets keep every image.
+
+Randomness: item ``index`` in epoch ``e`` uses ``numpy.random.default_rng([seed, e, index])``,
+so augmentation does not depend on worker count or scheduling.  ``dataset[i]`` means epoch 0;
+the loader's ``EpochSampler`` feeds ``(index, epoch)`` keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import os
+import random
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .transforms import Scale, build_pipeline, normalize_image
+
+
+def load_coco(ann_file: str | os.PathLike):
+    """pycocotools ``COCO`` for ``ann_file``, without its stdout chatter."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(ann_file))
+
+
+def parse_annotations(anns: Sequence[dict], width: int, height: int,
+                      cat2label: dict[int, int]) -> dict[str, np.ndarray]:
+    """mmdet 3 rules -> {boxes (N, 4) float32 xyxy, labels (N,) int64, ignore_boxes (M, 4)}."""
+    boxes, labels, ignore = [], [], []
+    for ann in anns:
+        if ann.get("ignore", False):
+            continue
+        x1, y1, w, h = ann["bbox"]
+        inter_w = max(0, min(x1 + w, width) - max(x1, 0))
+        inter_h = max(0, min(y1 + h, height) - max(y1, 0))
+        if inter_w * inter_h == 0:
+            continue
+        if ann["area"] <= 0 or w < 1 or h < 1:
+            continue
+        if ann["category_id"] not in cat2label:
+            continue
+        box = [x1, y1, x1 + w, y1 + h]
+        if ann.get("iscrowd", False):
+            ignore.append(box)
+        else:
+            boxes.append(box)
+            labels.append(cat2label[ann["category_id"]])
+    return {
+        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "ignore_boxes": np.asarray(ignore, dtype=np.float32).reshape(-1, 4),
+    }
+
+
+def filter_images(coco, img_ids: Sequence[int], cat_ids: Sequence[int],
+                  filter_empty_gt: bool = True, min_size: int = 32) -> list[int]:
+    """mmdet ``filter_data`` for training: drop images without any annotation of ``cat_ids``
+    (if ``filter_empty_gt``) and images with min(width, height) < ``min_size``."""
+    with_ann = set()
+    for cat_id in cat_ids:
+        with_ann |= set(coco.catToImgs.get(cat_id, []))
+    keep = []
+    for img_id in img_ids:
+        info = coco.imgs[img_id]
+        if filter_empty_gt and img_id not in with_ann:
+            continue
+        if min(info["width"], info["height"]) >= min_size:
+            keep.append(img_id)
+    return keep
+
+
+def _normalise_multiscale(multiscale_range, scale: Scale) -> tuple[Scale, Scale] | None:
+    """Accept mmdet's [(long, short_lo), (long, short_hi)] or a (short_lo, short_hi) pair of
+    ints (long edge = max(scale)); return the mmdet form or None."""
+    if multiscale_range is None:
+        return None
+    lo, hi = multiscale_range
+    if isinstance(lo, (int, np.integer)) and isinstance(hi, (int, np.integer)):
+        long_edge = max(scale)
+        return (long_edge, int(lo)), (long_edge, int(hi))
+    return (int(lo[0]), int(lo[1])), (int(hi[0]), int(hi[1]))
+
+
+class CocoDetection(Dataset):
+    """Detection dataset over a COCO json and an image folder.
+
+    Item: ``(image, target)``; image is float32 (3, H, W) normalised RGB; target holds
+    boxes (N, 4) float32 xyxy in resized-image pixels, labels (N,) int64 in 0..C-1,
+    ignore_boxes (M, 4) float32 (crowd), image_id, file_name, ori_shape (h, w),
+    img_shape (h, w), scale_factor (w_scale, h_scale), flip (bool).
+
+    train=True: filtered as mmdet (``filter_empty_gt``, ``min_size``), resize to ``scale``
+    (or multi-scale over ``multiscale_range``), flip with ``flip_prob``.  train=False: all
+    images, resize to ``scale``, no flip.  Order of images = order in the json (as mmdet).
+    """
+
+    def __init__(self, image_dir: str | os.PathLike, ann_file: str | os.PathLike, train: bool,
+                 scale: Scale = (1333, 800), multiscale_range=None, flip_prob: float = 0.5,
+                 seed: int = 0, filter_empty_gt: bool = True, min_size: int = 32):
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        self.train = train
+        self.seed = int(seed)
+        self.coco = load_coco(ann_file)
+        self.cat_ids: list[int] = sorted(self.coco.getCatIds())
+        self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
+        self.label2cat = {i: cat_id for i, cat_id in enumerate(self.cat_ids)}
+        self.classes = tuple(self.coco.cats[c]["name"] for c in self.cat_ids)
+        img_ids = list(self.coco.getImgIds())
+        if train:
+            img_ids = filter_images(self.coco, img_ids, self.cat_ids, filter_empty_gt, min_size)
+        self.img_ids: list[int] = img_ids
+        self.multiscale = _normalise_multiscale(multiscale_range, scale) if train else None
+        self.pipeline = build_pipeline(train, scale, self.multiscale, flip_prob)
+
+    def __len__(self) -> int:
+        return len(self.img_ids)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cat_ids)
+
+    def get_ann_info(self, index: int) -> dict[str, np.ndarray]:
+        """Parsed annotations of item ``index`` in original image coordinates."""
+        info = self.coco.imgs[self.img_ids[index]]
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[info["id"]]))
+        return parse_annotations(anns, info["width"], info["height"], self.cat2label)
+
+    def load_image(self, index: int) -> np.ndarray:
+        """uint8 (H, W, 3) RGB of item ``index``."""
+        info = self.coco.imgs[self.img_ids[index]]
+        with Image.open(self.image_dir / info["file_name"]) as im:
+            return np.array(im.convert("RGB"), dtype=np.uint8)
+
+    def rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
+        """The augmentation generator of item ``index`` in ``epoch``."""
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        index, epoch = (key if isinstance(key, tuple) else (key, 0))
+        index = int(index)
+        if index < 0:
+            index += len(self)
+        info = self.coco.imgs[self.img_ids[index]]
+        img = self.load_image(index)
+        sample = {"img": img, "ori_shape": img.shape[:2], "flip": False, **self.get_ann_info(index)}
+        sample = self.pipeline(sample, self.rng_for(index, epoch))
+        target = {
+            "boxes": torch.from_numpy(sample["boxes"]),
+            "labels": torch.from_numpy(sample["labels"]),
+            "ignore_boxes": torch.from_numpy(sample["ignore_boxes"]),
+            "image_id": int(info["id"]),
+            "file_name": info["file_name"],
+            "ori_shape": tuple(int(s) for s in sample["ori_shape"]),
+            "img_shape": tuple(int(s) for s in sample["img_shape"]),
+            "scale_factor": tuple(float(s) for s in sample["scale_factor"]),
+            "flip": bool(sample["flip"]),
+        }
+        return normalize_image(sample["img"]), target
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 32,
+            pad_value: float = 0.0) -> tuple[torch.Tensor, list[dict]]:
+    """Stack normalised images, padding bottom/right with ``pad_value`` (mmdet pads normalised
+    images with 0) to the batch max size rounded up to a multiple of ``size_divisor``.
+
+    Returns (images (B, 3, H, W), targets); each target is a copy with ``pad_shape`` (its own
+    (h, w) rounded up to the divisor, as mmdet's DetDataPreprocessor records it) and
+    ``batch_input_shape`` (H, W).
+    """
+    images = [img for img, _ in batch]
+    max_h = max(img.shape[1] for img in images)
+    max_w = max(img.shape[2] for img in images)
+    d = max(int(size_divisor), 1)
+    pad_h, pad_w = -(-max_h // d) * d, -(-max_w // d) * d
+    out = images[0].new_full((len(images), images[0].shape[0], pad_h, pad_w), pad_value)
+    targets = []
+    for i, (img, target) in enumerate(batch):
+        h, w = img.shape[1:]
+        out[i, :, :h, :w] = img
+        t = dict(target)
+        t["pad_shape"] = (-(-h // d) * d, -(-w // d) * d)
+        t["batch_input_shape"] = (pad_h, pad_w)
+        targets.append(t)
+    return out, targets
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, epoch)`` keys; the order is a permutation seeded by (seed, epoch) when
+    ``shuffle``, else 0..n-1.  Each ``__iter__`` uses the current epoch, then advances it by one;
+    ``set_epoch(e)`` sets the epoch of the next ``__iter__`` (e.g. on resume)."""
+
+    def __init__(self, num_items: int, shuffle: bool, seed: int = 0):
+        self.num_items = int(num_items)
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> list[int]:
+        """Item order of ``epoch``."""
+        if not self.shuffle:
+            return list(range(self.num_items))
+        rng = np.random.default_rng([self.seed, int(epoch), 0x5EED])
+        return [int(i) for i in rng.permutation(self.num_items)]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        self.epoch += 1
+        return iter([(i, epoch) for i in self.order(epoch)])
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed python/numpy/torch global RNGs from the per-worker
+    torch seed (itself derived from the loader's seeded generator)."""
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
+                 seed: int = 0, drop_last: bool = False, size_divisor: int = 32,
+                 persistent_workers: bool = True) -> DataLoader:
+    """DataLoader with an ``EpochSampler`` (deterministic order per epoch: call
+    ``loader.sampler.set_epoch(e)`` to resume), ``collate`` padding to ``size_divisor`` and
+    seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers."""
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        collate_fn=functools.partial(collate, size_divisor=size_divisor), drop_last=drop_last,
+        worker_init_fn=seed_worker, generator=generator,
+        persistent_workers=persistent_workers and num_workers > 0)

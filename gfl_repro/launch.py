@@ -1,0 +1,61 @@
+"""Which runs an invocation of `run` needs, and running them in this process.
+
+Runs are deduplicated by run_id across the named experiments (a run shared by several
+tables trains once) and skipped when their ``result.json`` exists. Launchers that submit
+to Slurm or background processes build on :func:`plan_runs` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .config import RunConfig
+from .models.detector import check_supported
+from .profiles import Profile
+from .runner import execute
+from .spec import Experiment
+from .store import DONE, read_run, run_dir
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    config: RunConfig
+    rows: list[str] = field(default_factory=list)  # "table3 / ATSS + QFL", every row it serves
+
+
+@dataclass
+class Plan:
+    todo: list[PlannedRun]
+    done: list[PlannedRun]
+    unsupported: list[str]  # one line per row the native engine cannot build yet
+
+
+def plan_runs(experiments: list[Experiment], profile: Profile, results_root: Path) -> Plan:
+    runs: dict[str, PlannedRun] = {}
+    unsupported = []
+    for exp in experiments:
+        for row, config, rid in exp.runs(profile):
+            try:
+                check_supported(config)
+            except ValueError as err:
+                unsupported.append(f"{exp.id} / {row.display}: {err}")
+                continue
+            runs.setdefault(rid, PlannedRun(rid, config)).rows.append(f"{exp.id} / {row.display}")
+    todo, done = [], []
+    for planned in runs.values():
+        (done if read_run(results_root, profile.name, planned.run_id).state == DONE else todo).append(planned)
+    return Plan(todo, done, unsupported)
+
+
+def run_in_process(plan: Plan, profile: Profile, results_root: Path, *, data_root: Path | None = None,
+                   device: str | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> None:
+    for i, planned in enumerate(plan.todo, 1):
+        echo(f"[{i}/{len(plan.todo)}] run {planned.run_id}: {', '.join(planned.rows)}")
+        result = execute(planned.config, run_dir(results_root, profile.name, planned.run_id), run_id=planned.run_id,
+                         profile=profile.name, data_root=data_root, device=device, progress=progress)
+        if result:
+            m = result["metrics"]
+            echo(f"    AP {100 * m['AP']:.1f}  AP50 {100 * m['AP50']:.1f}  ({result['ms_per_img']:.1f} ms/img)")

@@ -1,0 +1,147 @@
+"""One run, end to end: data → model → training (resumable) → COCO evaluation → result.json.
+
+:func:`execute` is the trainer callable of (run config, run directory) that ``gfl-repro run``
+calls in-process and that the launchers hand to submitit. Every file it writes goes through
+:mod:`gfl_repro.store`; ``result.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import __version__
+from .config import RunConfig
+from .datasets.coco import CocoDetection, build_loader
+from .datasets.synthetic import ensure_synthetic
+from .evaluate import evaluate, measure_speed
+from .models.detector import build_detector, check_supported
+from .profiles import PROFILES
+from .store import write_config, write_env, write_result
+from .train import checkpoint_path, fit, load_checkpoint
+
+ENGINE = "native"
+COCO_ENV = "GFL_REPRO_COCO"
+CACHE_ENV = "GFL_REPRO_CACHE"
+SPEED_IMAGES = 20
+
+
+class DataError(RuntimeError):
+    """The dataset a run needs is missing or malformed (message: one line, what is missing)."""
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    train_images: Path
+    train_annotations: Path
+    val_images: Path
+    val_annotations: Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "gfl-repro"))
+
+
+def locate_data(config: RunConfig, data_root: Path | None = None, cache_dir: Path | None = None,
+                progress: bool = True) -> DataPaths:
+    """Where the run's images and annotations are; generates the synthetic set on first use.
+
+    COCO 2017 is found under ``data_root`` or ``$GFL_REPRO_COCO`` in its standard layout:
+    ``train2017/``, ``val2017/``, ``annotations/instances_{train,val}2017.json``. test-dev
+    rows are evaluated on val2017 locally (the evaluation server scores test-dev itself).
+    """
+    if config.dataset == "synthetic":
+        root = ensure_synthetic(cache_dir or default_cache_dir(), num_train=config.synth_train,
+                                num_val=config.synth_val, seed=0, progress=progress)
+        return DataPaths(root / "train", root / "annotations" / "instances_train.json",
+                         root / "val", root / "annotations" / "instances_val.json")
+    root = data_root or (Path(os.environ[COCO_ENV]) if os.environ.get(COCO_ENV) else None)
+    if root is None:
+        raise DataError(f"COCO 2017 location unknown: pass --data-root or set {COCO_ENV}")
+    paths = DataPaths(root / "train2017", root / "annotations" / "instances_train2017.json",
+                      root / "val2017", root / "annotations" / "instances_val2017.json")
+    missing = [str(p) for p in (paths.train_images, paths.val_images) if not p.is_dir()]
+    missing += [str(p) for p in (paths.train_annotations, paths.val_annotations) if not p.is_file()]
+    if missing:
+        raise DataError(f"COCO 2017 incomplete under {root}: missing {', '.join(missing)}")
+    return paths
+
+
+def environment(device: torch.device) -> dict:
+    import torchvision
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return {
+        "gfl_repro": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": str(device),
+        "device_name": name,
+        "cuda_devices": torch.cuda.device_count(),
+        "cpu_threads": torch.get_num_threads(),
+        "host": platform.node(),
+    }
+
+
+def execute(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    run_id: str,
+    profile: str,
+    data_root: Path | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    num_workers: int | None = None,
+) -> dict | None:
+    """Train and evaluate one run in ``run_dir``; resumes from its checkpoint if there is one.
+
+    Returns the result dict, or None when ``should_stop`` interrupted training (a checkpoint
+    holds the state; calling again resumes).
+    """
+    check_supported(config)
+    run_dir = Path(run_dir)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = locate_data(config, data_root, cache_dir, progress)
+    write_config(run_dir, config, run_id, profile)
+    write_env(run_dir, environment(dev))
+    workers = num_workers if num_workers is not None else (0 if dev.type == "cpu" else 4)
+
+    scale = tuple(config.image_scale)
+    train_set = CocoDetection(
+        data.train_images, data.train_annotations, train=True, scale=scale,
+        multiscale_range=tuple(config.multiscale_short) if config.multiscale else None, seed=config.seed,
+    )
+    val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale)
+    model = build_detector(config, num_classes=len(train_set.cat_ids))
+
+    def make_loader(epoch: int):
+        loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed)
+        loader.sampler.set_epoch(epoch)
+        return loader
+
+    fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
+        amp=dev.type == "cuda")
+    if load_checkpoint(checkpoint_path(run_dir))["epoch"] < config.epochs:
+        return None  # interrupted by should_stop; the checkpoint resumes it
+
+    val_loader = build_loader(val_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False, num_workers=workers)
+    label_to_cat = [val_set.label2cat[i] for i in range(len(val_set.cat_ids))]
+    stats = evaluate(model, val_loader, val_set.coco, label_to_cat, dev, progress=progress)
+    single = build_loader(val_set, batch_size=1, shuffle=False, num_workers=0)
+    batches = [b for _, b in zip(range(SPEED_IMAGES), single)]
+    speed = measure_speed(model, batches, dev, warmup=min(5, len(batches)))
+    return write_result(
+        run_dir, run_id=run_id, profile=profile, engine=ENGINE, toy_scale=PROFILES[profile].toy_scale,
+        split=config.eval_split, stats=stats, ms_per_img=speed["ms_per_img"], fps=speed["fps"],
+        device=speed["device_name"],
+    )
