@@ -8,7 +8,7 @@ import pytest
 
 from gfl_repro.config import RunConfig
 from gfl_repro.store import (
-    COCO_STATS, CORRUPT, DONE, INCOMPLETE, MISSING, append_metrics, atomic_write_text, read_config,
+    COCO_STATS, CORRUPT, DONE, INCOMPLETE, MISSING, append_metrics, atomic_write, atomic_write_text, read_config,
     read_metrics, read_run, run_dir, write_config, write_result,
 )
 
@@ -53,12 +53,12 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "f.json"
     atomic_write_text(path, "old")
 
-    class Boom:
-        def __str__(self):
-            raise RuntimeError("boom")
+    def half_then_crash(handle):
+        handle.write(b"new but partial")
+        raise RuntimeError("disk full")
 
-    with pytest.raises(TypeError):
-        atomic_write_text(path, Boom())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, half_then_crash)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"], "no temporary file left behind"
 
