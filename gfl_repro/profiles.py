@@ -8,7 +8,7 @@ synthetic data; ``paper`` is the paper's setting on COCO 2017.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 
 @dataclass(frozen=True)
@@ -59,13 +59,20 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, PAPER)}
 DEFAULT_PROFILE = "smoke"
 
 
-def apply_profile(settings: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    """Return ``settings`` with the profile's scale applied (schedule -> epochs and steps)."""
+def apply_profile(settings: dict[str, Any], profile: Profile, keep: Iterable[str] = ()) -> dict[str, Any]:
+    """Return ``settings`` with the profile's scale applied (schedule -> epochs and steps).
+
+    Fields named in ``keep`` (what a spec row set explicitly) are left as they are.
+    """
+    keep = set(keep)
     out = dict(settings)
     fixed_size = out.get("detector") == "ssd512"
-    out.update(profile.overrides)
-    if fixed_size and profile.fixed_size_scale is not None:
+    out.update({k: v for k, v in profile.overrides.items() if k not in keep})
+    if fixed_size and profile.fixed_size_scale is not None and "image_scale" not in keep:
         out["image_scale"] = profile.fixed_size_scale
     epochs, steps = profile.schedules[out.get("schedule", "1x")]
-    out["epochs"], out["lr_steps"] = epochs, steps
+    if "epochs" not in keep:
+        out["epochs"] = epochs
+    if "lr_steps" not in keep:
+        out["lr_steps"] = steps
     return out

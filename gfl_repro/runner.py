@@ -24,7 +24,7 @@ from .evaluate import evaluate, measure_speed
 from .models.detector import build_detector, check_supported
 from .profiles import PROFILES
 from .store import write_config, write_env, write_result
-from .train import checkpoint_path, fit, load_checkpoint
+from .train import checkpoint_path, fit, load_checkpoint, seed_everything
 
 ENGINE = "native"
 COCO_ENV = "GFL_REPRO_COCO"
@@ -122,6 +122,7 @@ def execute(
         multiscale_range=tuple(config.multiscale_short) if config.multiscale else None, seed=config.seed,
     )
     val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale)
+    seed_everything(config.seed)  # the initial weights are part of the run's identity
     model = build_detector(config, num_classes=len(train_set.cat_ids))
 
     def make_loader(epoch: int):

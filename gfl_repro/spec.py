@@ -119,7 +119,10 @@ class Experiment:
         raise KeyError(f"{self.id} has no row {label!r}")
 
     def resolve(self, row: Row, profile: Profile) -> RunConfig:
-        """Spec row + profile -> the fully explicit run config (defaults <- recipe <- row <- profile)."""
+        """Spec row + profile -> the fully explicit run config.
+
+        defaults <- recipe <- row overrides <- profile, where the profile leaves alone what
+        the row set explicitly."""
         return resolve(self, row, profile)
 
     def runs(self, profile: Profile) -> list[tuple[Row, RunConfig, str]]:
@@ -137,7 +140,7 @@ def resolve(experiment: Experiment, row: Row, profile: Profile) -> RunConfig:
     settings: dict[str, Any] = dict(RECIPES[recipe_name]) if recipe_name else {}
     settings["eval_split"] = experiment.split
     settings.update(row.overrides)
-    settings = apply_profile(settings, profile)
+    settings = apply_profile(settings, profile, keep=row.overrides)
     where = f"{experiment.path.name}, row {row.display!r}"
     try:
         normalised = {k: check_field(k, v) for k, v in settings.items()}

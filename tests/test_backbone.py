@@ -209,10 +209,27 @@ def test_dcn_placement_in_backbone():
             assert b.conv2.groups == 8 and b.conv2.stride == ((2, 2) if i == 0 else (1, 1))
             assert b.conv2.bias is None and b.conv2.conv_offset.in_channels == b.conv2.in_channels
     assert "layer2.0.conv2.conv_offset.weight" in bb.state_dict()
+    with torch.no_grad():  # undo zero_init_residual so gradients reach conv2
+        for layer in (bb.layer2, bb.layer3, bb.layer4):
+            for b in layer:
+                b.bn3.weight.fill_(1.0)
     feats = bb(torch.randn(2, 3, 160, 192))
     assert [f.shape[1] for f in feats] == TINY_CHANNELS
-    sum(f.mean() for f in feats).backward()
-    assert bb.layer3[0].conv2.conv_offset.weight.grad is not None
+    sum((f**2).mean() for f in feats).backward()
+    for layer in (bb.layer2, bb.layer3, bb.layer4):
+        assert layer[0].conv2.conv_offset.weight.grad.abs().sum() > 0
+        assert layer[0].conv2.weight.grad.abs().sum() > 0
+
+
+def test_dcn_under_bf16_autocast():
+    """No bf16 CPU kernel for deform_conv2d: it runs in float32 and returns the input dtype."""
+    torch.manual_seed(0)
+    dcn = ModulatedDeformConv2d(8, 8, 3, padding=1)
+    x = torch.randn(1, 8, 6, 7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = dcn(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), dcn(x), rtol=0.05, atol=0.05)
 
 
 # --------------------------------------------------------------------------- pretrained weights

@@ -167,13 +167,17 @@ class ModulatedDeformConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         offset, mask = self.offset_and_mask(x)
-        # deform_conv2d needs one dtype (under autocast the offset conv may run in half)
-        offset, mask = offset.to(x.dtype), mask.to(x.dtype)
-        weight = self.weight.to(x.dtype)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return deform_conv2d(
-            x, offset, weight, bias, stride=self.stride, padding=self.padding, dilation=self.dilation, mask=mask
-        )
+        # deform_conv2d wants one dtype and has no bf16 CPU kernel: under autocast / half
+        # inputs it runs in float32 (as torchvision's own CUDA autocast rule does) and the
+        # result is cast back to the input dtype.
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = deform_conv2d(
+                x.to(dtype), offset.to(dtype), self.weight.to(dtype),
+                None if self.bias is None else self.bias.to(dtype),
+                stride=self.stride, padding=self.padding, dilation=self.dilation, mask=mask.to(dtype),
+            )
+        return out.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (

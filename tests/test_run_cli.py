@@ -1,0 +1,86 @@
+"""`gfl-repro run` and `gfl-repro data synth` through the CLI, at a size that takes seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gfl_repro.cli import cli
+
+TINY_SPEC = """
+[experiment]
+id = "tiny"
+kind = "table"
+paper_ref = "Table 3 (tiny)"
+title = "Two Table 3 rows at a size that trains in seconds"
+split = "minival"
+recipe = "atss"
+metrics = ["AP", "AP50"]
+
+[[row]]
+label = "ATSS + QFL + DFL"
+recipe = "gfl"
+overrides = { synth_train = 8, synth_val = 4, epochs = 1, lr_steps = [1], batch_size = 4, warmup_iters = 2 }
+paper = [40.2, 58.6]
+
+[[row]]
+label = "ATSS (same run twice)"
+recipe = "gfl"
+overrides = { synth_train = 8, synth_val = 4, epochs = 1, lr_steps = [1], batch_size = 4, warmup_iters = 2 }
+paper = [40.2, 58.6]
+"""
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "tiny.toml").write_text(TINY_SPEC)
+    monkeypatch.setenv("GFL_REPRO_CACHE", str(tmp_path / "cache"))
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(cli, ["--experiments-dir", str(tmp_path / "exp"), "--results-dir", str(tmp_path / "res"), *args])
+
+    return invoke, tmp_path
+
+
+def test_run_trains_shared_run_once_then_skips(env):
+    invoke, tmp = env
+    first = invoke("run", "tiny", "--quiet")
+    assert first.exit_code == 0, first.output
+    assert "0 run(s) already done, 1 to run" in first.output and "AP50" in first.output
+    results = list((tmp / "res" / "smoke" / "runs").glob("*/result.json"))
+    assert len(results) == 1 and json.loads(results[0].read_text())["toy_scale"] is True
+    second = invoke("run", "tiny", "--quiet")
+    assert second.exit_code == 0 and "1 run(s) already done, 0 to run" in second.output
+    table = invoke("collect", "tiny", "--format", "csv")
+    assert table.exit_code == 0 and "2/2 rows reproduced" in table.output
+
+
+def test_run_errors_are_one_line(env, tmp_path):
+    invoke, _ = env
+    bad = invoke("run", "tiny", "--profile", "paper", "--data-root", str(tmp_path / "nowhere"))
+    assert bad.exit_code == 2
+    assert bad.output.strip().splitlines()[-1].startswith("gfl-repro: error: COCO 2017 incomplete under")
+    assert "Traceback" not in bad.output
+    missing = invoke("run", "nope")
+    assert missing.exit_code == 2 and "unknown experiment 'nope'" in missing.output
+
+
+def test_run_names_rows_the_engine_cannot_build(tmp_path):
+    result = CliRunner().invoke(cli, ["--results-dir", str(tmp_path), "run", "table1b"])
+    assert result.exit_code == 2
+    assert "not runnable yet: table1b / FoveaBox: detector 'foveabox'" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("gfl-repro: error: nothing to run")
+
+
+def test_data_synth_writes_coco_files(tmp_path):
+    out = tmp_path / "synth"
+    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(out), "--num-train", "3", "--num-val", "2", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    train = json.loads((out / "annotations" / "instances_train.json").read_text())
+    assert len(train["images"]) == 3 and len(list((out / "train").glob("*.png"))) == 3
+    again = CliRunner().invoke(cli, ["data", "synth", "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
