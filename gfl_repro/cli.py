@@ -7,6 +7,7 @@ print one line ``gfl-repro: error: ...`` and exit with status 2, never a traceba
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -51,10 +52,14 @@ def _profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-def _format(name: str, choices: tuple[str, ...]) -> str:
+def _choice(what: str, name: str, choices: tuple[str, ...]) -> str:
     if name not in choices:
-        raise UserError(str(UnknownName("format", name, list(choices))))
+        raise UserError(str(UnknownName(what, name, list(choices))))
     return name
+
+
+def _format(name: str, choices: tuple[str, ...]) -> str:
+    return _choice("format", name, choices)
 
 
 def _guard(fn, *args, **kwargs):
@@ -160,16 +165,46 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
 @cli.command("run")
 @click.argument("experiments", nargs=-1, required=True)
 @profile_option
+@click.option("--launcher", default="inline", show_default=True,
+              help="inline (here, one after another), local (background processes) or slurm (submitit job array).")
+@click.option("--dry-run", is_flag=True, help="Show what would be submitted, with resources; submit nothing.")
+@click.option("--retry", is_flag=True, help="Resubmit failed runs too (they resume from their checkpoint).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None, help="COCO 2017 root (paper profile); default $GFL_REPRO_COCO.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--device", default=None, help="inline: cpu, cuda, cuda:1 … (default: cuda if available).")
+@click.option("--max-parallel", type=int, default=None, help="local: concurrent runs (default: one per GPU, 1 on CPU).")
+@click.option("--launcher-config", type=click.Path(path_type=Path), default=None, help="TOML file with a [slurm] table of the options below.")
+@click.option("--partition", default=None)
+@click.option("--nodes", type=int, default=None)
+@click.option("--gpus-per-node", type=int, default=None)
+@click.option("--cpus-per-task", type=int, default=None)
+@click.option("--mem-gb", type=int, default=None)
+@click.option("--time-min", type=int, default=None, help="Slurm time limit in minutes.")
+@click.option("--account", default=None)
+@click.option("--qos", default=None)
+@click.option("--constraint", default=None)
+@click.option("--sbatch", "extra", multiple=True, help="Extra sbatch flag, e.g. --sbatch=--exclusive (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_obj
-def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, data_root: Path | None,
-                device: str | None, quiet: bool) -> None:
-    """Train and evaluate the runs of EXPERIMENTS here, one after another (done runs are skipped)."""
-    from .launch import plan_runs, run_in_process
+def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, launcher: str, dry_run: bool, retry: bool,
+                data_root: Path | None, device: str | None, max_parallel: int | None, launcher_config: Path | None,
+                quiet: bool, **slurm_flags) -> None:
+    """Train and evaluate the runs of EXPERIMENTS: done, pending and running runs are skipped."""
+    from .jobstate import PENDING, write_job
+    from .launch import plan_runs, run_inline
+    from .launchers import (LAUNCHERS, LaunchError, default_local_cap, launch_lock, select_runs, slurm_options,
+                            submit_local, submit_slurm)
+    from .runner import DataError, locate_data
+    from .store import run_dir
+    from .train import NonFiniteLoss
 
     profile = _profile(profile_name)
+    launcher = _choice("launcher", launcher, LAUNCHERS)
+    try:
+        options = slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None
+    except LaunchError as err:
+        raise UserError(str(err)) from None
+    if max_parallel is not None and max_parallel < 1:
+        raise UserError(f"--max-parallel must be >= 1, got {max_parallel}")
     chosen = _guard(select, experiments, obj["experiments"])
     plan = _guard(plan_runs, chosen, profile, obj["results"])
     for item in plan.unsupported:
@@ -177,25 +212,65 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, data
     if not plan.todo and not plan.done:
         what = f"{len(plan.unsupported)} row(s) need engine support that does not exist yet (listed above)"
         raise UserError("nothing to run: " + (what if plan.unsupported else "these experiments have no training runs"))
-    click.echo(f"{len(plan.done)} run(s) already done, {len(plan.todo)} to run ({profile.label})")
+    results = obj["results"]
     try:
-        if plan.todo and plan.todo[0].config.dataset != "synthetic":
-            from .runner import locate_data
-
-            locate_data(plan.todo[0].config, data_root)  # fail before anything starts
-        run_in_process(plan, profile, obj["results"], data_root=data_root, device=device, progress=not quiet,
+        with launch_lock(results, profile):
+            sel = select_runs(plan, profile, results, retry)
+            if sel.submit and sel.submit[0].config.dataset != "synthetic":
+                locate_data(sel.submit[0].config, data_root)  # fail before anything is submitted
+            skipped = ", ".join(f"{state} {len([1 for _, s in sel.skipped if s == state])}"
+                                for state in sorted({s for _, s in sel.skipped}))
+            click.echo(f"{len(sel.submit)} run(s) to {('submit' if launcher != 'inline' else 'run')}"
+                       + (f"; skipped: {skipped}" if skipped else "") + f" ({profile.label}, launcher {launcher})")
+            if dry_run:
+                for planned in sel.submit:
+                    click.echo(f"  would run {planned.run_id}: {', '.join(planned.rows)}")
+                if options is not None:
+                    resources = ", ".join(f"{k}={v}" for k, v in options.submitit_parameters().items())
+                    click.echo(f"  slurm: one job array of {len(sel.submit)}; {resources}")
+                elif launcher == "local":
+                    click.echo(f"  local: at most {max_parallel or default_local_cap()} at a time")
+                return
+            if launcher == "slurm":
+                ids = submit_slurm(sel.submit, profile, results, options, data_root)
+                for planned, job_id in zip(sel.submit, ids):
+                    click.echo(f"  submitted {planned.run_id} as Slurm job {job_id}")
+            elif launcher == "local":
+                pid = submit_local(sel.submit, profile, results, max_parallel or default_local_cap(), data_root)
+                if sel.submit:
+                    click.echo(f"  local launcher pid {pid} runs them; follow with: gfl-repro status")
+            else:
+                for planned in sel.submit:
+                    write_job(run_dir(results, profile.name, planned.run_id), launcher="inline", state=PENDING,
+                              pid=os.getpid(), error="")
+        if launcher == "inline":
+            run_inline(sel.submit, profile, results, data_root=data_root, device=device, progress=not quiet,
                        echo=click.echo)
-    except Exception as err:  # one line for the user; the run directory keeps the checkpoint
-        from .runner import DataError
-        from .train import NonFiniteLoss
-
-        if isinstance(err, DataError):
-            raise UserError(str(err)) from None
-        if isinstance(err, NonFiniteLoss):
-            raise click.ClickException(str(err)) from None
-        raise
-    click.echo(f"results: {obj['results'] / profile.name / 'runs'}")
+    except (DataError, LaunchError) as err:
+        raise UserError(str(err)) from None
+    except NonFiniteLoss as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"status:  gfl-repro status {' '.join(experiments)} --profile {profile.name}")
     click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} --profile {profile.name}")
+
+
+@cli.command("status")
+@click.argument("experiments", nargs=-1)
+@profile_option
+@click.option("--format", "fmt", default="text", show_default=True, help="text or json.")
+@click.pass_obj
+def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, fmt: str) -> None:
+    """State of every run (missing / pending / running / done / failed), progress, AP, last error."""
+    from .status import format_status, status_rows
+
+    profile = _profile(profile_name)
+    fmt = _format(fmt, ("text", "json"))
+    chosen = _guard(select, experiments, obj["experiments"])
+    rows = _guard(status_rows, chosen, profile, obj["results"])
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(format_status(rows))
 
 
 @cli.group("data")

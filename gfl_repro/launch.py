@@ -7,11 +7,13 @@ to Slurm or background processes build on :func:`plan_runs` too.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .config import RunConfig
+from .jobstate import FAILED, MISSING, RUNNING, last_error_line, write_job
 from .models.detector import check_supported
 from .profiles import Profile
 from .runner import execute
@@ -50,12 +52,24 @@ def plan_runs(experiments: list[Experiment], profile: Profile, results_root: Pat
     return Plan(todo, done, unsupported)
 
 
-def run_in_process(plan: Plan, profile: Profile, results_root: Path, *, data_root: Path | None = None,
-                   device: str | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> None:
-    for i, planned in enumerate(plan.todo, 1):
-        echo(f"[{i}/{len(plan.todo)}] run {planned.run_id}: {', '.join(planned.rows)}")
-        result = execute(planned.config, run_dir(results_root, profile.name, planned.run_id), run_id=planned.run_id,
-                         profile=profile.name, data_root=data_root, device=device, progress=progress)
-        if result:
-            m = result["metrics"]
-            echo(f"    AP {100 * m['AP']:.1f}  AP50 {100 * m['AP50']:.1f}  ({result['ms_per_img']:.1f} ms/img)")
+def run_inline(runs: list[PlannedRun], profile: Profile, results_root: Path, *, data_root: Path | None = None,
+               device: str | None = None, progress: bool = True, echo: Callable[[str], None] = print) -> None:
+    """Train the runs here, one after another, keeping job.json up to date (launcher "inline").
+
+    The caller has already marked them ``pending`` under the launch lock.
+    """
+    for i, planned in enumerate(runs, 1):
+        directory = run_dir(results_root, profile.name, planned.run_id)
+        echo(f"[{i}/{len(runs)}] run {planned.run_id}: {', '.join(planned.rows)}")
+        write_job(directory, launcher="inline", state=RUNNING, pid=os.getpid(), error="")
+        try:
+            result = execute(planned.config, directory, run_id=planned.run_id, profile=profile.name,
+                             data_root=data_root, device=device, progress=progress)
+        except BaseException as err:
+            write_job(directory, state=FAILED, error=last_error_line(f"{type(err).__name__}: {err}") or "interrupted")
+            for rest in runs[i:]:  # not started: back to missing so the next `run` picks them up
+                write_job(run_dir(results_root, profile.name, rest.run_id), state=MISSING)
+            raise
+        write_job(directory, state=DONE)
+        m = result["metrics"]
+        echo(f"    AP {100 * m['AP']:.1f}  AP50 {100 * m['AP50']:.1f}  ({result['ms_per_img']:.1f} ms/img)")

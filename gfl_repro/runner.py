@@ -102,6 +102,7 @@ def execute(
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
     num_workers: int | None = None,
+    checkpoint_interval: int | None = None,
 ) -> dict | None:
     """Train and evaluate one run in ``run_dir``; resumes from its checkpoint if there is one.
 
@@ -131,7 +132,7 @@ def execute(
         return loader
 
     fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
-        amp=dev.type == "cuda")
+        amp=dev.type == "cuda", checkpoint_interval=checkpoint_interval)
     if load_checkpoint(checkpoint_path(run_dir))["epoch"] < config.epochs:
         return None  # interrupted by should_stop; the checkpoint resumes it
 

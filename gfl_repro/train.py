@@ -512,7 +512,8 @@ def fit(
                 window.add({**record, "time": seconds, "data_time": data_time,
                             **({"grad_norm": grad_norm} if grad_norm is not None else {})})
                 last_of_epoch = length is not None and index == length - 1
-                info = {"epoch": epoch, "iter": index, "iteration": iteration, "lr": lr}
+                info = {"epoch": epoch, "iter": index, "iteration": iteration, "lr": lr, "epochs": epochs,
+                        "epoch_iters": length}
                 if (iteration + 1) % log_interval == 0 or last_of_epoch:
                     append_metrics(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
                     window.reset()

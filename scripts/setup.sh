@@ -43,14 +43,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-if ! command -v pdflatex >/dev/null 2>&1; then
+# System tools the tests use: pdflatex (the LaTeX check) and a one-node Slurm cluster
+# (slurmctld, slurmd, the clients and munge; the tests start and stop the daemons).
+missing=()
+command -v pdflatex >/dev/null 2>&1 || missing+=(texlive-latex-base texlive-latex-recommended)
+[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null 2>&1 \
+  || missing+=(slurmctld slurmd slurm-client)
+[ -x /usr/sbin/munged ] || missing+=(munge)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    step "installing pdflatex (texlive) for the LaTeX test"
+    step "installing ${missing[*]} with apt-get"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      texlive-latex-base texlive-latex-recommended >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "setup: pdflatex missing and cannot apt-get install it; the LaTeX test will be skipped" >&2
+    echo "setup: cannot install ${missing[*]} (need root and apt-get); the tests that use them will be skipped" >&2
   fi
 fi
 echo "setup: ready (.venv/bin/gfl-repro)"

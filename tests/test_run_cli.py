@@ -50,11 +50,11 @@ def test_run_trains_shared_run_once_then_skips(env):
     invoke, tmp = env
     first = invoke("run", "tiny", "--quiet")
     assert first.exit_code == 0, first.output
-    assert "0 run(s) already done, 1 to run" in first.output and "AP50" in first.output
+    assert "1 run(s) to run (smoke profile" in first.output and "AP50" in first.output
     results = list((tmp / "res" / "smoke" / "runs").glob("*/result.json"))
     assert len(results) == 1 and json.loads(results[0].read_text())["toy_scale"] is True
     second = invoke("run", "tiny", "--quiet")
-    assert second.exit_code == 0 and "1 run(s) already done, 0 to run" in second.output
+    assert second.exit_code == 0 and "0 run(s) to run; skipped: done 1" in second.output
     table = invoke("collect", "tiny", "--format", "csv")
     assert table.exit_code == 0 and "2/2 rows reproduced" in table.output
 

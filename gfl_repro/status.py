@@ -1,0 +1,74 @@
+"""`status`: where every run of some experiments stands, from the run directories.
+
+State comes from :func:`gfl_repro.jobstate.run_state` (the project's own files first; the
+scheduler is asked only about jobs those files call alive). Progress is the last training
+record of ``metrics.jsonl``: iteration / total and an ETA from the recent seconds per iteration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .jobstate import run_state
+from .profiles import Profile
+from .spec import Experiment
+from .store import DONE, read_metrics, read_run, run_dir
+
+
+def training_progress(directory: Path) -> dict[str, Any]:
+    """{'iteration': done, 'total': of, 'eta_s': seconds} from metrics.jsonl (empty if unknown)."""
+    records, _ = read_metrics(directory)
+    iters = [r for r in records if r.get("type") == "iter"]
+    if not iters:
+        return {}
+    last = iters[-1]
+    done = int(last.get("iteration", -1)) + 1
+    out: dict[str, Any] = {"iteration": done}
+    if last.get("epoch_iters") and last.get("epochs"):
+        total = int(last["epoch_iters"]) * int(last["epochs"])
+        out["total"] = total
+        if isinstance(last.get("time"), (int, float)):
+            out["eta_s"] = max(total - done, 0) * float(last["time"])
+    return out
+
+
+def status_rows(experiments: list[Experiment], profile: Profile, results_root: Path,
+                ask_scheduler: bool = True) -> list[dict[str, Any]]:
+    rows = []
+    cache: dict[str, dict[str, Any]] = {}
+    for exp in experiments:
+        for row, _config, rid in exp.runs(profile):
+            if rid not in cache:
+                directory = run_dir(results_root, profile.name, rid)
+                state = run_state(directory, ask_scheduler=ask_scheduler)
+                entry: dict[str, Any] = {"run_id": rid, "state": state.state, "job_id": state.job.get("job_id"),
+                                         "launcher": state.job.get("launcher"), "error": state.detail}
+                entry.update(training_progress(directory))
+                if state.state == DONE:
+                    record = read_run(results_root, profile.name, rid)
+                    entry["AP"] = record.metric("AP")
+                    entry["AP50"] = record.metric("AP50")
+                cache[rid] = entry
+            rows.append({"experiment": exp.id, "row": row.display, **cache[rid]})
+    return rows
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def format_status(rows: list[dict[str, Any]]) -> str:
+    header = f"{'experiment':<10} {'row':<34} {'run':<12} {'state':<8} {'progress':<16} {'ETA':>7} {'AP':>5}  detail"
+    lines = [header]
+    for r in rows:
+        progress = f"{r['iteration']}/{r.get('total', '?')}" if "iteration" in r else ""
+        eta = _eta(r.get("eta_s")) if r["state"] == "running" else ""
+        ap = f"{r['AP']:.1f}" if r.get("AP") is not None else ""
+        detail = r["error"] if r["state"] == "failed" else (f"job {r['job_id']}" if r.get("job_id") else "")
+        lines.append(f"{r['experiment']:<10} {r['row'][:34]:<34} {r['run_id']:<12} {r['state']:<8} {progress:<16} "
+                     f"{eta:>7} {ap:>5}  {detail}")
+    return "\n".join(lines)
