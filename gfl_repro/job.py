@@ -63,7 +63,7 @@ class TrainJob(submitit.helpers.Checkpointable):
                 write_job(run_dir, state=FAILED, error=last_error_line(f"{type(err).__name__}: {err}"),
                           traceback=traceback.format_exc()[-4000:])
             raise
-        if result is None:  # stopped by the preemption signal: checkpoint written
+        if stop.is_set():  # stopped by the preemption signal: checkpoint written
             if rank == 0:
                 write_job(run_dir, state=PENDING, requeued=_read_meta(run_dir).get("requeued", 0) + 1)
             if previous is not None and callable(previous):

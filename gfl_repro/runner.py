@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .config import RunConfig
 from .datasets.coco import CocoDetection, build_loader
 from .datasets.synthetic import ensure_synthetic
@@ -111,7 +111,8 @@ def execute(
     """
     check_supported(config)
     run_dir = Path(run_dir)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    process_device = distributed.init_from_submitit() if not distributed.world_size() > 1 else None
+    dev = process_device or torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = locate_data(config, data_root, cache_dir, progress)
     write_config(run_dir, config, run_id, profile)
     write_env(run_dir, environment(dev))
@@ -124,17 +125,21 @@ def execute(
     )
     val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale)
     seed_everything(config.seed)  # the initial weights are part of the run's identity
-    model = build_detector(config, num_classes=len(train_set.cat_ids))
+    detector = build_detector(config, num_classes=len(train_set.cat_ids)).to(dev)
+    model = distributed.wrap(detector, dev)
+    rank, world = distributed.rank(), distributed.world_size()
 
     def make_loader(epoch: int):
-        loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed)
+        loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed,
+                              rank=rank, world_size=world)
         loader.sampler.set_epoch(epoch)
         return loader
 
     fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
         amp=dev.type == "cuda", checkpoint_interval=checkpoint_interval)
-    if load_checkpoint(checkpoint_path(run_dir))["epoch"] < config.epochs:
-        return None  # interrupted by should_stop; the checkpoint resumes it
+    if rank != 0 or load_checkpoint(checkpoint_path(run_dir))["epoch"] < config.epochs:
+        return None  # other ranks stop here; or interrupted by should_stop (the checkpoint resumes it)
+    model = detector
 
     val_loader = build_loader(val_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False, num_workers=workers)
     label_to_cat = [val_set.label2cat[i] for i in range(len(val_set.cat_ids))]

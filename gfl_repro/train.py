@@ -207,6 +207,12 @@ def _isolated_rng(seed: int) -> Iterator[None]:
 # ------------------------------------------------------------------------------ checkpoints
 
 
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
     """``run_dir/checkpoints/last.pt``."""
     return Path(run_dir) / CHECKPOINT_DIR / CHECKPOINT_FILE
@@ -453,17 +459,25 @@ def fit(
     if resumed:
         _set_rng_state(rng, with_cuda)  # last, so that nothing above perturbs the stream
 
+    main = _is_main_process()  # with several processes only rank 0 writes files and shows progress
+
+    def log(directory, record) -> None:
+        if main:
+            append_metrics(directory, record)
+
     def save() -> None:
+        if not main:
+            return
         _save_checkpoint(ckpt, model, optimizer, state, config, with_cuda)
 
-    append_metrics(run_dir, {
+    log(run_dir, {
         "type": "resume" if resumed else "start", "epoch": state.epoch, "iter": state.iter_in_epoch,
         "iteration": state.global_iter, "device": str(device), "amp": use_amp, "epochs": epochs,
         "wall_time": time.time(),
     })
 
     autocast = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    bar = tqdm(initial=state.global_iter, total=None, disable=not progress, dynamic_ncols=True, unit="it")
+    bar = tqdm(initial=state.global_iter, total=None, disable=not progress or not main, dynamic_ncols=True, unit="it")
     window = _Window()
     record: dict[str, Any] = {}
     try:
@@ -515,7 +529,7 @@ def fit(
                 info = {"epoch": epoch, "iter": index, "iteration": iteration, "lr": lr, "epochs": epochs,
                         "epoch_iters": length}
                 if (iteration + 1) % log_interval == 0 or last_of_epoch:
-                    append_metrics(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
+                    log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
                     window.reset()
                 if on_iteration is not None:
                     on_iteration({**info, **record})
@@ -526,7 +540,7 @@ def fit(
                 if should_stop is not None and should_stop():
                     stopped = True
                     if window.n:
-                        append_metrics(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
+                        log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
                         window.reset()
                     if not last_of_epoch:
                         save()
@@ -538,11 +552,11 @@ def fit(
 
             # epoch end (also reached by a resume whose checkpoint sits at the epoch's end)
             if window.n:  # length unknown: the window was not flushed at the last batch
-                append_metrics(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
+                log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
                 window.reset()
             count = state.epoch_count
             means = {k: v / count for k, v in state.epoch_sums.items()} if count else {}
-            append_metrics(run_dir, {
+            log(run_dir, {
                 "type": "epoch", "epoch": epoch, "iteration": state.global_iter - 1, "iters": count,
                 "lr": optimizer.param_groups[0]["lr"], **means, "time": state.epoch_seconds,
             })
@@ -550,10 +564,10 @@ def fit(
             save()
             if stopped:
                 return
-        append_metrics(run_dir, {"type": "end", "epoch": epochs - 1, "iteration": state.global_iter - 1,
+        log(run_dir, {"type": "end", "epoch": epochs - 1, "iteration": state.global_iter - 1,
                                  "wall_time": time.time()})
     except NonFiniteLoss as err:
-        append_metrics(run_dir, {"type": "error", "error": "NonFiniteLoss", "message": str(err),
+        log(run_dir, {"type": "error", "error": "NonFiniteLoss", "message": str(err),
                                  "epoch": err.epoch, "iter": err.iter, "iteration": err.iteration})
         raise
     finally:

@@ -209,11 +209,15 @@ class EpochSampler(Sampler):
     ``shuffle``, else 0..n-1.  Each ``__iter__`` uses the current epoch, then advances it by one;
     ``set_epoch(e)`` sets the epoch of the next ``__iter__`` (e.g. on resume)."""
 
-    def __init__(self, num_items: int, shuffle: bool, seed: int = 0):
+    def __init__(self, num_items: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 global_batch: int = 1):
         self.num_items = int(num_items)
         self.shuffle = shuffle
         self.seed = int(seed)
         self.epoch = 0
+        self.rank, self.world_size, self.global_batch = int(rank), int(world_size), int(global_batch)
+        if self.world_size > 1 and self.global_batch % self.world_size:
+            raise ValueError(f"batch size {global_batch} does not split over {world_size} processes")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -225,13 +229,32 @@ class EpochSampler(Sampler):
         rng = np.random.default_rng([self.seed, int(epoch), 0x5EED])
         return [int(i) for i in rng.permutation(self.num_items)]
 
+    def rank_order(self, epoch: int) -> list[int]:
+        """This process's share of ``order(epoch)``: its slice of every global batch.
+
+        With ``world_size`` processes, global batch b is ``order[b*B:(b+1)*B]`` and rank r takes
+        the r-th of its ``world_size`` equal parts, so together the processes see exactly the
+        batches one process would. The order is padded by wrapping around to whole global
+        batches (as torch's DistributedSampler pads) so that every process steps equally often.
+        """
+        order = self.order(epoch)
+        if self.world_size == 1:
+            return order
+        B, W = self.global_batch, self.world_size
+        pad = (-len(order)) % B
+        order = order + (order * (pad // max(len(order), 1) + 1))[:pad]
+        part = B // W
+        return [i for b in range(0, len(order), B) for i in order[b + self.rank * part: b + (self.rank + 1) * part]]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         self.epoch += 1
-        return iter([(i, epoch) for i in self.order(epoch)])
+        return iter([(i, epoch) for i in self.rank_order(epoch)])
 
     def __len__(self) -> int:
-        return self.num_items
+        if self.world_size == 1:
+            return self.num_items
+        return -(-self.num_items // self.global_batch) * (self.global_batch // self.world_size)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -245,11 +268,15 @@ def seed_worker(worker_id: int) -> None:
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                  seed: int = 0, drop_last: bool = False, size_divisor: int = 32,
-                 persistent_workers: bool = True) -> DataLoader:
+                 persistent_workers: bool = True, rank: int = 0, world_size: int = 1) -> DataLoader:
     """DataLoader with an ``EpochSampler`` (deterministic order per epoch: call
     ``loader.sampler.set_epoch(e)`` to resume), ``collate`` padding to ``size_divisor`` and
-    seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers."""
-    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed)
+    seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers.
+    With ``world_size`` > 1, ``batch_size`` is the global batch and this process loads its
+    ``batch_size / world_size`` share of each (see ``EpochSampler.rank_order``)."""
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                           global_batch=batch_size)
+    batch_size = batch_size // world_size
     generator = torch.Generator()
     generator.manual_seed(int(seed))
 

@@ -46,11 +46,13 @@ class Detector(nn.Module):
         self.head = head
         self.test_cfg = test_cfg
 
-    def forward(self, images: Tensor):
-        return self.head(self.neck(self.backbone(images)))
+    def forward(self, images: Tensor, targets: list[dict] | None = None):
+        """Head outputs; with ``targets``, the loss dict (the form DistributedDataParallel calls)."""
+        outputs = self.head(self.neck(self.backbone(images)))
+        return outputs if targets is None else self.head.loss(outputs, targets)
 
     def loss(self, images: Tensor, targets: list[dict]) -> dict[str, Tensor]:
-        return self.head.loss(self(images), targets)
+        return self(images, targets)
 
     @torch.no_grad()
     def predict(self, images: Tensor, targets: list[dict]) -> list[dict[str, Tensor]]:
