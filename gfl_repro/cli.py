@@ -193,7 +193,7 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
     from .launch import plan_runs, run_inline
     from .launchers import (LAUNCHERS, LaunchError, default_local_cap, launch_lock, select_runs, slurm_options,
                             submit_local, submit_slurm)
-    from .runner import DataError, locate_data
+    from .runner import DataError, locate_data, pretrained_weights
     from .store import run_dir
     from .train import NonFiniteLoss
 
@@ -218,6 +218,8 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
             sel = select_runs(plan, profile, results, retry)
             if sel.submit and sel.submit[0].config.dataset != "synthetic":
                 locate_data(sel.submit[0].config, data_root)  # fail before anything is submitted
+            for planned in sel.submit:
+                pretrained_weights(planned.config)
             skipped = ", ".join(f"{state} {len([1 for _, s in sel.skipped if s == state])}"
                                 for state in sorted({s for _, s in sel.skipped}))
             click.echo(f"{len(sel.submit)} run(s) to {('submit' if launcher != 'inline' else 'run')}"

@@ -28,6 +28,7 @@ from .train import checkpoint_path, fit, load_checkpoint, seed_everything
 
 ENGINE = "native"
 COCO_ENV = "GFL_REPRO_COCO"
+PRETRAINED_ENV = "GFL_REPRO_PRETRAINED"
 CACHE_ENV = "GFL_REPRO_CACHE"
 SPEED_IMAGES = 20
 
@@ -73,6 +74,24 @@ def locate_data(config: RunConfig, data_root: Path | None = None, cache_dir: Pat
     return paths
 
 
+def pretrained_weights(config: RunConfig) -> Path | None:
+    """The ImageNet weights of a full-size backbone: ``$GFL_REPRO_PRETRAINED/<backbone>.pth``.
+
+    Files are torchvision-layout state dicts (e.g. ``torch.save(resnet50(weights=...).state_dict())``
+    done once on a machine with internet); nothing is ever downloaded. Tiny (smoke) backbones
+    train from scratch. A full-size run without the file is an error, not a silent scratch run.
+    """
+    if config.backbone_scale != "full":
+        return None
+    root = os.environ.get(PRETRAINED_ENV)
+    path = Path(root) / f"{config.backbone}.pth" if root else None
+    if path is None or not path.is_file():
+        where = f"{path}" if path else f"${PRETRAINED_ENV} (unset)"
+        raise DataError(f"ImageNet weights for {config.backbone} not found: {where}; set {PRETRAINED_ENV} to a "
+                        f"directory holding {config.backbone}.pth")
+    return path
+
+
 def environment(device: torch.device) -> dict:
     import torchvision
 
@@ -114,6 +133,7 @@ def execute(
     process_device = distributed.init_from_submitit() if not distributed.world_size() > 1 else None
     dev = process_device or torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = locate_data(config, data_root, cache_dir, progress)
+    weights = pretrained_weights(config)
     write_config(run_dir, config, run_id, profile)
     write_env(run_dir, environment(dev))
     workers = num_workers if num_workers is not None else (0 if dev.type == "cpu" else 4)
@@ -125,7 +145,7 @@ def execute(
     )
     val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale)
     seed_everything(config.seed)  # the initial weights are part of the run's identity
-    detector = build_detector(config, num_classes=len(train_set.cat_ids)).to(dev)
+    detector = build_detector(config, num_classes=len(train_set.cat_ids), pretrained=weights).to(dev)
     model = distributed.wrap(detector, dev)
     rank, world = distributed.rank(), distributed.world_size()
 

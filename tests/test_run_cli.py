@@ -84,3 +84,18 @@ def test_data_synth_writes_coco_files(tmp_path):
     assert len(train["images"]) == 3 and len(list((out / "train").glob("*.png"))) == 3
     again = CliRunner().invoke(cli, ["data", "synth", "--out", str(out)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_paper_runs_need_local_imagenet_weights(tmp_path, monkeypatch):
+    coco = tmp_path / "coco"
+    for d in ("train2017", "val2017", "annotations"):
+        (coco / d).mkdir(parents=True)
+    for f in ("instances_train2017.json", "instances_val2017.json"):
+        (coco / "annotations" / f).write_text("{}")
+    monkeypatch.delenv("GFL_REPRO_PRETRAINED", raising=False)
+    result = CliRunner().invoke(cli, ["--results-dir", str(tmp_path / "res"), "run", "table3", "--profile", "paper",
+                                      "--data-root", str(coco), "--dry-run"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "gfl-repro: error: ImageNet weights for r50 not found: $GFL_REPRO_PRETRAINED (unset); "
+        "set GFL_REPRO_PRETRAINED to a directory holding r50.pth")
