@@ -275,6 +275,20 @@ def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, f
         click.echo(format_status(rows))
 
 
+@cli.command("import-mmdet")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the native checkpoint.")
+def import_mmdet_command(checkpoint: Path, out: Path) -> None:
+    """Convert an mmdet 3.x/2.x GFL or ATSS checkpoint into the native format (loads with weights_only=True)."""
+    from .mmdet_import import CheckpointImportError, import_checkpoint
+
+    try:
+        info = import_checkpoint(checkpoint, out)
+    except CheckpointImportError as err:
+        raise UserError(str(err)) from None
+    click.echo(f"{out}: {info['kind']} head, {info['num_classes']} classes, {info['tensors']} tensors")
+
+
 @cli.group("data")
 def data_group() -> None:
     """Datasets: generate the synthetic COCO-format set."""
