@@ -18,7 +18,7 @@ import pandas as pd
 from .config import run_id as config_run_id
 from .profiles import Profile
 from .spec import Experiment
-from .store import DONE, read_run
+from .store import read_run
 
 PAPER, OURS, DIFF = "paper", "ours", "Δ"
 RUN = "run"

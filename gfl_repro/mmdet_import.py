@@ -101,3 +101,28 @@ def import_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
     bins = state["head.reg_out.weight"].shape[0] // 4 if "head.reg_out.weight" in state else None
     return {"tensors": len(state), "kind": kind, "reg_channels_per_side": bins,
             "num_classes": state["head.cls_out.weight"].shape[0] if "head.cls_out.weight" in state else None}
+
+
+def export_state_dict(state: dict[str, torch.Tensor], head_type: str = "gfl") -> dict[str, torch.Tensor]:
+    """The inverse of :func:`convert_state_dict`: native detector keys -> mmdet keys.
+
+    ``head_type`` is ``"gfl"`` (GFLHead: ``gfl_cls`` / ``gfl_reg``) or ``"atss"`` (ATSSHead:
+    ``atss_cls`` / ``atss_reg`` / ``atss_centerness``).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(("backbone.", "neck.")):
+            out[key] = value
+            continue
+        match = re.match(r"^head\.(cls|reg)_tower\.(\d+)\.(weight|bias)$", key)
+        if match:
+            index, part = divmod(int(match[2]), 3)
+            out[f"bbox_head.{match[1]}_convs.{index}.{'conv' if part == 0 else 'gn'}.{match[3]}"] = value
+            continue
+        match = re.match(r"^head\.(cls_out|reg_out|quality_out|scales)\.(.+)$", key)
+        if not match:
+            raise CheckpointImportError(f"unexpected native key {key!r}")
+        name = {"cls_out": f"{head_type}_cls", "reg_out": f"{head_type}_reg", "quality_out": "atss_centerness",
+                "scales": "scales"}[match[1]]
+        out[f"bbox_head.{name}.{match[2]}"] = value
+    return out

@@ -13,7 +13,7 @@ from gfl_repro.datasets import synthetic
 from gfl_repro.datasets.coco import (CocoDetection, EpochSampler, build_loader, collate,
                                      load_coco, parse_annotations)
 from gfl_repro.datasets.transforms import (MEAN_RGB, STD_RGB, RandomFlip, RandomResize, Resize,
-                                           apply_resize, flip_boxes, hflip_image,
+                                           flip_boxes, hflip_image,
                                            keep_ratio_factor, normalize_image, rescale_size,
                                            resize_image, sample_random_scale)
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from gfl_repro.cli import cli
-from gfl_repro.launchers import LaunchError, SlurmOptions, slurm_options
+from gfl_repro.launchers import LaunchError, slurm_options
 from gfl_repro.profiles import PROFILES
 
 TINY = """

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from click.testing import CliRunner
 
 from gfl_repro.catalogue import load_catalogue
 from gfl_repro.cli import cli
-from gfl_repro.mmdet_import import CheckpointImportError, convert_state_dict
+from gfl_repro.mmdet_import import CheckpointImportError, convert_state_dict, export_state_dict
 from gfl_repro.models.detector import build_detector
 from gfl_repro.profiles import PROFILES
 
@@ -22,25 +20,18 @@ def native(label: str, seed: int):
 
 
 def as_mmdet(state: dict, head_prefix: str) -> dict:
-    """Write a native state dict with mmdet's key names (the inverse mapping, spelled out here)."""
-    out = {}
-    for key, value in state.items():
-        if key.startswith(("backbone.", "neck.")):
-            out[key] = value
-            continue
-        m = re.match(r"head\.(cls|reg)_tower\.(\d+)\.(weight|bias)$", key)
-        if m:
-            i, part = divmod(int(m[2]), 3)
-            out[f"bbox_head.{m[1]}_convs.{i}.{'conv' if part == 0 else 'gn'}.{m[3]}"] = value
-            continue
-        key = (key.replace("head.cls_out", f"bbox_head.{head_prefix}_cls")
-                  .replace("head.reg_out", f"bbox_head.{head_prefix}_reg")
-                  .replace("head.quality_out", "bbox_head.atss_centerness")
-                  .replace("head.scales", "bbox_head.scales"))
-        out[key] = value
+    """A native state dict under mmdet's key names, as an mmdet checkpoint file holds it."""
+    out = export_state_dict(state, head_type=head_prefix)
     if head_prefix == "gfl":
         out["bbox_head.integral.project"] = torch.linspace(0, 16, 17)
     return {"state_dict": out, "meta": {"epoch": 12}}
+
+
+def test_export_names_follow_mmdet():
+    keys = set(export_state_dict(native("ATSS", 0).state_dict(), head_type="atss"))
+    assert {"bbox_head.cls_convs.0.conv.weight", "bbox_head.cls_convs.1.gn.bias", "bbox_head.atss_cls.bias",
+            "bbox_head.atss_reg.weight", "bbox_head.atss_centerness.weight", "bbox_head.scales.4.scale",
+            "neck.lateral_convs.0.conv.weight", "backbone.layer1.0.conv1.weight"} <= keys
 
 
 @pytest.mark.parametrize("label, prefix", [("ATSS + QFL + DFL", "gfl"), ("ATSS", "atss")])

@@ -1,0 +1,227 @@
+"""Parity cases: the same inputs through the native engine and through mmdetection 3.3.
+
+Each component has ``<name>_inputs(seed)`` (deterministic tensors), ``<name>_native(inputs)``
+and ``<name>_mmdet(inputs)`` returning a dict of tensors. ``tests/test_parity.py`` compares
+native with mmdet live (when mmdet is installed) and with goldens that
+``scripts/make_parity_goldens.py`` wrote from mmdet (always). fp32 throughout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SEEDS = (0, 1, 2)
+NUM_CLASSES = 5
+STRIDES = (8, 16, 32, 64, 128)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(1000 + seed)
+
+
+def random_boxes(n: int, height: int, width: int, g: torch.Generator, min_size: float = 4.0) -> torch.Tensor:
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([width * 0.8, height * 0.8])
+    wh = min_size + torch.rand(n, 2, generator=g) * torch.tensor([width * 0.6, height * 0.6])
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    return torch.minimum(boxes, torch.tensor([width, height, width, height], dtype=torch.float32))
+
+
+# ------------------------------------------------------------------------------ losses
+
+
+def losses_inputs(seed: int) -> dict:
+    g = _gen(seed)
+    n = 300
+    labels = torch.randint(0, NUM_CLASSES + 1, (n,), generator=g)  # NUM_CLASSES = background
+    return {
+        "logits": torch.randn(n, NUM_CLASSES, generator=g) * 3,
+        "labels": labels,
+        "quality": torch.rand(n, generator=g),
+        "dfl_logits": torch.randn(n, 17, generator=g) * 2,
+        "dfl_target": torch.rand(n, generator=g) * 15.9,
+        "pred_boxes": random_boxes(n, 200, 300, g),
+        "gt_boxes": random_boxes(n, 200, 300, g),
+        "points": torch.rand(n, 2, generator=g) * torch.tensor([300.0, 200.0]),
+        "reg_logits": torch.randn(n, 4 * 17, generator=g) * 2,
+    }
+
+
+def losses_native(x: dict) -> dict:
+    from gfl_repro.models import box_ops, losses
+
+    return {
+        "qfl": losses.quality_focal_loss(x["logits"], x["labels"], x["quality"], beta=2.0),
+        "dfl": losses.distribution_focal_loss(x["dfl_logits"], x["dfl_target"]),
+        "giou": losses.giou_loss(x["pred_boxes"], x["gt_boxes"]),
+        "integral": losses.integral(x["reg_logits"], reg_max=16),
+        "bbox2distance": box_ops.bbox2distance(x["points"], x["gt_boxes"], max_dist=16, eps=0.1),
+        "distance2bbox": box_ops.distance2bbox(x["points"], x["reg_logits"][:, :4].abs() * 20, max_shape=(200, 300)),
+    }
+
+
+def losses_mmdet(x: dict) -> dict:
+    from mmdet.models.dense_heads.gfl_head import Integral
+    from mmdet.models.losses import GIoULoss
+    from mmdet.models.losses.gfocal_loss import distribution_focal_loss, quality_focal_loss
+    from mmdet.structures.bbox import bbox2distance, distance2bbox
+
+    return {
+        "qfl": quality_focal_loss(x["logits"], (x["labels"], x["quality"]), beta=2.0),
+        "dfl": distribution_focal_loss(x["dfl_logits"], x["dfl_target"]),
+        "giou": GIoULoss(reduction="none")(x["pred_boxes"], x["gt_boxes"]),
+        "integral": Integral(16)(x["reg_logits"]),
+        "bbox2distance": bbox2distance(x["points"], x["gt_boxes"], max_dis=16, eps=0.1),
+        "distance2bbox": distance2bbox(x["points"], x["reg_logits"][:, :4].abs() * 20, max_shape=(200, 300)),
+    }
+
+
+# ------------------------------------------------------------------------------ assignment
+
+
+def assign_inputs(seed: int) -> dict:
+    g = _gen(seed)
+    height, width = [int(v) for v in (torch.randint(4, 12, (2,), generator=g) * 32)]
+    sizes = [(-(-height // s), -(-width // s)) for s in STRIDES]
+    num_gts = int(torch.randint(0, 12, (1,), generator=g)) if seed else 0  # seed 0: an image without GTs
+    return {
+        "featmap_sizes": torch.tensor(sizes),
+        "gt_boxes": random_boxes(num_gts, height, width, g),
+        "gt_labels": torch.randint(0, NUM_CLASSES, (num_gts,), generator=g),
+        "crowd_boxes": random_boxes(2, height, width, g),
+    }
+
+
+def assign_native(x: dict) -> dict:
+    from gfl_repro.models.assigner import atss_assign
+    from gfl_repro.models.priors import grid_anchors
+
+    levels = grid_anchors([tuple(s) for s in x["featmap_sizes"].tolist()], STRIDES, 8)
+    result = atss_assign(torch.cat(levels), [len(a) for a in levels], x["gt_boxes"], x["gt_labels"],
+                         x["crowd_boxes"], topk=9)
+    return {"assigned_gt_inds": result.assigned_gt_inds, "assigned_labels": result.assigned_labels}
+
+
+def assign_mmdet(x: dict) -> dict:
+    from mmdet.models.task_modules.assigners import ATSSAssigner
+    from mmdet.models.task_modules.prior_generators import AnchorGenerator
+    from mmengine.structures import InstanceData
+
+    gen = AnchorGenerator(strides=list(STRIDES), ratios=[1.0], octave_base_scale=8, scales_per_octave=1)
+    levels = gen.grid_priors([tuple(s) for s in x["featmap_sizes"].tolist()], device="cpu")
+    priors = InstanceData(priors=torch.cat(levels))
+    gts = InstanceData(bboxes=x["gt_boxes"], labels=x["gt_labels"])
+    ignore = InstanceData(bboxes=x["crowd_boxes"])
+    result = ATSSAssigner(topk=9).assign(priors, [len(a) for a in levels], gts, ignore)
+    return {"assigned_gt_inds": result.gt_inds, "assigned_labels": result.labels}
+
+
+# ------------------------------------------------------------------------------ head losses
+
+HEAD_CHANNELS = 64
+
+
+def head_inputs(seed: int) -> dict:
+    """Two images of random sizes (one without GTs when seed is 0), their FPN features."""
+    g = _gen(seed)
+    shapes = [tuple(int(v) for v in torch.randint(3, 9, (2,), generator=g) * 32) for _ in range(2)]
+    batch_h, batch_w = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    feats = [torch.randn(2, HEAD_CHANNELS, -(-batch_h // s), -(-batch_w // s), generator=g) for s in STRIDES]
+    out = {"img_shapes": torch.tensor(shapes), "batch_shape": torch.tensor([batch_h, batch_w])}
+    for i, f in enumerate(feats):
+        out[f"feat{i}"] = f
+    for b, (h, w) in enumerate(shapes):
+        n = 0 if (seed == 0 and b == 1) else int(torch.randint(1, 8, (1,), generator=g))
+        out[f"gt_boxes{b}"] = random_boxes(n, h, w, g, min_size=8.0)
+        out[f"gt_labels{b}"] = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        out[f"crowd{b}"] = random_boxes(1, h, w, g)
+    return out
+
+
+def _head_state(kind: str, seed: int) -> dict:
+    """Native head weights, randomised beyond the init so that every loss term is non-trivial."""
+    from gfl_repro.models.head import DenseHead
+
+    head = _native_head(kind)
+    g = _gen(seed + 50)
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            if name.startswith(("cls_out", "reg_out", "quality_out")):
+                p.copy_(torch.randn(p.shape, generator=g) * (0.02 if p.dim() > 1 else 0.5))
+            elif name.startswith("scales"):
+                p.fill_(1.0 + 0.1 * float(torch.randn(1, generator=g)))
+            elif p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    assert isinstance(head, DenseHead)
+    return head.state_dict()
+
+
+def _native_head(kind: str):
+    from gfl_repro.models.head import DenseHead, HeadConfig
+
+    if kind == "gfl":
+        cfg = HeadConfig(num_classes=NUM_CLASSES, quality="joint", box="general", in_channels=HEAD_CHANNELS,
+                         feat_channels=HEAD_CHANNELS, norm_groups=32)
+    else:
+        cfg = HeadConfig(num_classes=NUM_CLASSES, quality="centerness", box="dirac", dfl_weight=0.0,
+                         in_channels=HEAD_CHANNELS, feat_channels=HEAD_CHANNELS, norm_groups=32)
+    return DenseHead(cfg)
+
+
+def _targets(x: dict) -> list[dict]:
+    return [{"boxes": x[f"gt_boxes{b}"], "labels": x[f"gt_labels{b}"], "ignore_boxes": x[f"crowd{b}"]} for b in range(2)]
+
+
+def head_loss_native(kind: str, x: dict, state: dict) -> dict:
+    head = _native_head(kind)
+    head.load_state_dict(state)
+    outputs = head([x[f"feat{i}"] for i in range(5)])
+    return {k: v.detach() for k, v in head.loss(outputs, _targets(x)).items()}
+
+
+def mmdet_head(kind: str, state: dict):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+
+    from gfl_repro.mmdet_import import export_state_dict
+
+    register_all_modules()
+    anchor = dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8, scales_per_octave=1, strides=list(STRIDES))
+    train_cfg = ConfigDict(assigner=dict(type="ATSSAssigner", topk=9), allowed_border=-1, pos_weight=-1, debug=False)
+    test_cfg = ConfigDict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
+                          max_per_img=100)
+    common = dict(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, stacked_convs=4, feat_channels=HEAD_CHANNELS,
+                  anchor_generator=anchor, train_cfg=train_cfg, test_cfg=test_cfg)
+    if kind == "gfl":
+        cfg = dict(type="GFLHead", reg_max=16,
+                   loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
+                   loss_dfl=dict(type="DistributionFocalLoss", loss_weight=0.25),
+                   loss_bbox=dict(type="GIoULoss", loss_weight=2.0), **common)
+    else:
+        cfg = dict(type="ATSSHead",
+                   bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2]),
+                   loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type="GIoULoss", loss_weight=2.0),
+                   loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0), **common)
+    head = MODELS.build(cfg)
+    exported = export_state_dict({f"head.{k}": v for k, v in state.items()}, head_type=kind)
+    missing = head.load_state_dict({k[len("bbox_head."):]: v for k, v in exported.items()}, strict=False)
+    assert not missing.unexpected_keys and all("integral" in k for k in missing.missing_keys), missing
+    return head
+
+
+def head_loss_mmdet(kind: str, x: dict, state: dict) -> dict:
+    from mmengine.structures import InstanceData
+
+    head = mmdet_head(kind, state)
+    cls_scores, bbox_preds, *rest = head([x[f"feat{i}"] for i in range(5)])
+    batch_h, batch_w = x["batch_shape"].tolist()
+    metas = [dict(img_shape=tuple(s), pad_shape=(batch_h, batch_w), batch_input_shape=(batch_h, batch_w),
+                  scale_factor=(1.0, 1.0)) for s in x["img_shapes"].tolist()]
+    gts = [InstanceData(bboxes=x[f"gt_boxes{b}"], labels=x[f"gt_labels{b}"]) for b in range(2)]
+    ignores = [InstanceData(bboxes=x[f"crowd{b}"]) for b in range(2)]
+    if kind == "gfl":
+        raw = head.loss_by_feat(cls_scores, bbox_preds, gts, metas, ignores)
+    else:
+        raw = head.loss_by_feat(cls_scores, bbox_preds, rest[0], gts, metas, ignores)
+    return {k: (sum(v) if isinstance(v, (list, tuple)) else v).detach() for k, v in raw.items()}
