@@ -35,9 +35,13 @@ def main() -> None:
             x = cases.head_inputs(seed)
             state = cases._head_state(kind, seed)
             out[f"head_{kind}/{seed}"] = {"inputs": x, "state": state, "mmdet": cases.head_loss_mmdet(kind, x, state)}
+    for seed in cases.SEEDS[:1]:  # one detector case keeps the file small (its weights are stored)
+        x = cases.model_inputs(seed)
+        state = cases.model_state_mmdet(seed)
+        out[f"detector/{seed}"] = {"inputs": x, "state": state, "mmdet": cases.model_mmdet(x, state)}
     path = ROOT / "tests" / "parity" / "goldens.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"_meta": {"mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "torch": torch.__version__}, **out}, path)
+    torch.save({"_meta": {"mmdet": mmdet.__version__, "mmcv": mmcv.__version__, "torch": str(torch.__version__)}, **out}, path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) with mmdet {mmdet.__version__}, mmcv {mmcv.__version__}")
 
 

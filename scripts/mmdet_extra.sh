@@ -24,5 +24,5 @@ if ! ls "$dir"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
 fi
 echo "==> installing mmcv (cached wheel), mmengine 0.10.7, mmdet 3.3.0"
 .venv/bin/pip install --progress-bar off --no-deps "$dir"/mmcv-2.1.0-*.whl
-.venv/bin/pip install --progress-bar off mmengine==0.10.7 mmdet==3.3.0 "setuptools<70"
+.venv/bin/pip install --progress-bar off mmengine==0.10.7 mmdet==3.3.0
 $PY -c "import mmcv, mmdet, mmengine; from mmcv.ops import batched_nms; print('mmdet extra ready:', mmdet.__version__, mmcv.__version__)"

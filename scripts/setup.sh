@@ -43,6 +43,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The optional mmdet extra (mmcv 2.1.0 built once against this torch and cached, mmengine,
+# mmdet 3.3.0): the parity tests run live against it. GFL_REPRO_SKIP_MMDET=1 skips it.
+if [ "${GFL_REPRO_SKIP_MMDET:-0}" != 1 ]; then
+  bash scripts/mmdet_extra.sh
+fi
+
 # System tools the tests use: pdflatex (the LaTeX check) and a one-node Slurm cluster
 # (slurmctld, slurmd, the clients and munge; the tests start and stop the daemons).
 missing=()

@@ -66,8 +66,8 @@ def losses_mmdet(x: dict) -> dict:
     from mmdet.structures.bbox import bbox2distance, distance2bbox
 
     return {
-        "qfl": quality_focal_loss(x["logits"], (x["labels"], x["quality"]), beta=2.0),
-        "dfl": distribution_focal_loss(x["dfl_logits"], x["dfl_target"]),
+        "qfl": quality_focal_loss(x["logits"], (x["labels"], x["quality"]), beta=2.0, reduction="none"),
+        "dfl": distribution_focal_loss(x["dfl_logits"], x["dfl_target"], reduction="none"),
         "giou": GIoULoss(reduction="none")(x["pred_boxes"], x["gt_boxes"]),
         "integral": Integral(16)(x["reg_logits"]),
         "bbox2distance": bbox2distance(x["points"], x["gt_boxes"], max_dis=16, eps=0.1),
@@ -123,7 +123,7 @@ HEAD_CHANNELS = 64
 def head_inputs(seed: int) -> dict:
     """Two images of random sizes (one without GTs when seed is 0), their FPN features."""
     g = _gen(seed)
-    shapes = [tuple(int(v) for v in torch.randint(3, 9, (2,), generator=g) * 32) for _ in range(2)]
+    shapes = [tuple(int(v) for v in torch.randint(2, 6, (2,), generator=g) * 32) for _ in range(2)]
     batch_h, batch_w = max(s[0] for s in shapes), max(s[1] for s in shapes)
     feats = [torch.randn(2, HEAD_CHANNELS, -(-batch_h // s), -(-batch_w // s), generator=g) for s in STRIDES]
     out = {"img_shapes": torch.tensor(shapes), "batch_shape": torch.tensor([batch_h, batch_w])}
@@ -225,3 +225,115 @@ def head_loss_mmdet(kind: str, x: dict, state: dict) -> dict:
     else:
         raw = head.loss_by_feat(cls_scores, bbox_preds, rest[0], gts, metas, ignores)
     return {k: (sum(v) if isinstance(v, (list, tuple)) else v).detach() for k, v in raw.items()}
+
+
+# ------------------------------------------------------------------------------ whole detector
+# A ResNet-50-shaped backbone at width 16 (so the case stays small), FPN and GFL head at 64
+# channels; random mmdet weights with class bias 0 so that many boxes pass the threshold.
+
+MODEL_CHANNELS = 64
+
+
+def model_inputs(seed: int) -> dict:
+    g = _gen(seed + 100)
+    shapes = [tuple(int(v) for v in torch.randint(3, 8, (2,), generator=g) * 32) for _ in range(2)]
+    batch_h, batch_w = max(s[0] for s in shapes), max(s[1] for s in shapes)
+    images = torch.zeros(2, 3, batch_h, batch_w)
+    for b, (h, w) in enumerate(shapes):
+        images[b, :, :h, :w] = torch.randn(3, h, w, generator=g)
+    scale = [(1.0 + 0.25 * b, 1.0 + 0.25 * b) for b in range(2)]
+    return {"images": images, "img_shapes": torch.tensor(shapes), "scale_factors": torch.tensor(scale)}
+
+
+def _mmdet_model(head: str = "gfl"):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+
+    register_all_modules()
+    anchor = dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8, scales_per_octave=1, strides=list(STRIDES))
+    cfg = dict(
+        type="GFL",
+        data_preprocessor=dict(type="DetDataPreprocessor", mean=[0.0] * 3, std=[1.0] * 3, bgr_to_rgb=False,
+                               pad_size_divisor=32),
+        backbone=dict(type="ResNet", depth=50, stem_channels=16, base_channels=16, num_stages=4, out_indices=(1, 2, 3),
+                      frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch"),
+        neck=dict(type="FPN", in_channels=[128, 256, 512], out_channels=MODEL_CHANNELS, start_level=0,
+                  add_extra_convs="on_output", num_outs=5),
+        bbox_head=dict(type="GFLHead", num_classes=NUM_CLASSES, in_channels=MODEL_CHANNELS, stacked_convs=4,
+                       feat_channels=MODEL_CHANNELS, anchor_generator=anchor, reg_max=16,
+                       loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
+                       loss_dfl=dict(type="DistributionFocalLoss", loss_weight=0.25),
+                       loss_bbox=dict(type="GIoULoss", loss_weight=2.0)),
+        train_cfg=dict(assigner=dict(type="ATSSAssigner", topk=9), allowed_border=-1, pos_weight=-1, debug=False),
+        test_cfg=dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=dict(type="nms", iou_threshold=0.6),
+                      max_per_img=100),
+    )
+    return MODELS.build(ConfigDict(cfg))
+
+
+def model_state_mmdet(seed: int) -> dict:
+    """A randomly initialised mmdet GFL model's state dict (mmdet key names)."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    MMLogger.get_current_instance().setLevel(logging.ERROR)  # init_weights reports every tensor
+    torch.manual_seed(seed)
+    model = _mmdet_model()
+    model.init_weights()
+    with torch.no_grad():
+        model.bbox_head.gfl_cls.bias.zero_()
+        for bn in (m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def model_native(x: dict, mmdet_state: dict) -> dict:
+    from gfl_repro.mmdet_import import convert_state_dict
+    from gfl_repro.models.backbone import BackboneSpec, ResNetBackbone
+    from gfl_repro.models.detector import Detector
+    from gfl_repro.models.fpn import FPN
+    from gfl_repro.models.head import DenseHead, HeadConfig
+    from gfl_repro.models.postprocess import PostprocessConfig
+
+    model = Detector(
+        ResNetBackbone(BackboneSpec((3, 4, 6, 3), base_channels=16)),
+        FPN([128, 256, 512], MODEL_CHANNELS, num_outs=5),
+        DenseHead(HeadConfig(num_classes=NUM_CLASSES, in_channels=MODEL_CHANNELS, feat_channels=MODEL_CHANNELS)),
+        PostprocessConfig(),
+    )
+    model.load_state_dict(convert_state_dict(mmdet_state), strict=True)
+    model.eval()
+    metas = [{"img_shape": tuple(s), "scale_factor": tuple(f)} for s, f in
+             zip(x["img_shapes"].tolist(), x["scale_factors"].tolist())]
+    return _flatten_detections(model.predict(x["images"], metas))
+
+
+def model_mmdet(x: dict, mmdet_state: dict) -> dict:
+    from mmdet.structures import DetDataSample
+
+    model = _mmdet_model()
+    model.load_state_dict(mmdet_state, strict=True)
+    model.eval()
+    batch_h, batch_w = x["images"].shape[-2:]
+    samples = []
+    for shape, factor in zip(x["img_shapes"].tolist(), x["scale_factors"].tolist()):
+        sample = DetDataSample()
+        ori = (round(shape[0] / factor[1]), round(shape[1] / factor[0]))
+        sample.set_metainfo(dict(img_shape=tuple(shape), ori_shape=ori, scale_factor=tuple(factor),
+                                 pad_shape=(batch_h, batch_w), batch_input_shape=(batch_h, batch_w)))
+        samples.append(sample)
+    with torch.no_grad():
+        out = model.predict(x["images"], samples, rescale=True)
+    return _flatten_detections([{"boxes": o.pred_instances.bboxes, "scores": o.pred_instances.scores,
+                                 "labels": o.pred_instances.labels} for o in out])
+
+
+def _flatten_detections(dets: list[dict]) -> dict:
+    out = {}
+    for b, d in enumerate(dets):
+        for k in ("boxes", "scores", "labels"):
+            out[f"{k}{b}"] = d[k].detach()
+    return out

@@ -29,8 +29,8 @@ Box loss (Eq. 11): GIoU, λ0 = ``box_loss_weight``; with the General distributio
 positive are weighted by a quality: the max sigmoid class score (detached) for the joint
 representation (GFLHead), the centerness / IoU target for a separate branch (ATSSHead), 1
 otherwise; they are normalised by the sum of those weights (clamped to ≥ 1). Classification
-and branch losses are normalised by the number of positives (≥ 1; averaged over processes
-when distributed).
+and branch losses are normalised by the number of positives (each image counting at least 1,
+as mmdet's sampler does; averaged over processes when distributed).
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class Targets:
     anchors: Tensor  # (B·A, 4)
     strides: Tensor  # (B·A,)
     num_pos: int
+    avg_factor: int  # Σ over images of max(positives, 1): mmdet's SamplingResult.avg_factor
 
 
 class DenseHead(nn.Module):
@@ -186,7 +187,7 @@ class DenseHead(nn.Module):
         num_level = [len(a) for a in level_anchors]
         strides = torch.cat([a.new_full((len(a),), float(s)) for a, s in zip(level_anchors, self.cfg.strides)])
         C = self.cfg.num_classes
-        labels, weights, boxes = [], [], []
+        labels, weights, boxes, avg_factor = [], [], [], 0
         for target in gt:
             gt_boxes = target["boxes"].to(anchors)
             gt_labels = target["labels"].to(anchors.device)
@@ -198,6 +199,7 @@ class DenseHead(nn.Module):
             if pos.any():
                 lab[pos] = gt_labels[inds[pos] - 1]
                 box[pos] = gt_boxes[inds[pos] - 1]
+            avg_factor += max(int(pos.sum()), 1)
             labels.append(lab)
             weights.append((inds >= 0).to(anchors.dtype))  # ignored priors (-1) get no loss
             boxes.append(box)
@@ -210,6 +212,7 @@ class DenseHead(nn.Module):
             anchors=anchors.repeat(B, 1),
             strides=strides.repeat(B),
             num_pos=int(((labels_t >= 0) & (labels_t < C)).sum()),
+            avg_factor=avg_factor,
         )
 
     # ----------------------------------------------------------------------------- loss
@@ -222,7 +225,7 @@ class DenseHead(nn.Module):
         cls = _flatten(outputs.cls, C)
         reg = _flatten(outputs.reg, cfg.reg_channels)
         pos = torch.nonzero((t.labels >= 0) & (t.labels < C)).squeeze(1)
-        num_pos = max(_mean_over_processes(float(len(pos)), cls.device), 1.0)
+        num_pos = max(_mean_over_processes(float(t.avg_factor), cls.device), 1.0)
 
         pos_anchors, pos_strides, pos_gt = t.anchors[pos], t.strides[pos], t.boxes[pos]
         pos_reg = reg[pos]
