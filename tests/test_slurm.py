@@ -61,7 +61,7 @@ def test_slurm_runs_complete_and_are_not_submitted_twice(cluster, tmp_path):
 
 
 def test_preempted_run_requeues_and_resumes(cluster, tmp_path):
-    env = make_env(tmp_path, epochs=30)  # 60 iterations: long enough to interrupt
+    env = make_env(tmp_path, epochs=150)  # 300 iterations: long enough to interrupt mid-way
     out = gfl("run", "tiny", "--launcher", "slurm", "--time-min", "20", env=env)
     assert out.returncode == 0, out.stderr
     first = run_dirs(tmp_path)[0]
@@ -87,7 +87,7 @@ def test_preempted_run_requeues_and_resumes(cluster, tmp_path):
     assert resumes and resumes[0]["iteration"] > 0, "the requeued job must continue, not restart from zero"
     assert json.loads((first / "job.json").read_text()).get("requeued", 0) >= 1
     iterations = [r["iteration"] for r in records if r.get("type") == "iter"]
-    assert iterations[-1] == 59
+    assert iterations[-1] == 299
     wait_queue_empty()
 
 
