@@ -1,4 +1,4 @@
-"""Convert mmdetection (3.x or 2.x) GFL / ATSS checkpoints into the native engine's format.
+"""Convert mmdetection (3.x or 2.x) GFL / ATSS / FCOS checkpoints into the native engine's format.
 
 Backbone and neck keys already match (the native ResNet keeps torchvision's / mmdet's names,
 the FPN keeps mmdet's ``lateral_convs.i.conv`` / ``fpn_convs.i.conv``); only the head is
@@ -10,9 +10,9 @@ mmdet (``bbox_head.``)                           native (``head.``)
 ``cls_convs.i.conv.weight``                      ``cls_tower.{3i}.weight``
 ``cls_convs.i.gn.{weight,bias}``                 ``cls_tower.{3i+1}.{weight,bias}``
 ``reg_convs.i.…``                                ``reg_tower.…`` (same pattern)
-``gfl_cls.*`` / ``atss_cls.*``                   ``cls_out.*``
-``gfl_reg.*`` / ``atss_reg.*``                   ``reg_out.*``
-``atss_centerness.*``                            ``quality_out.*``
+``gfl_cls.*`` / ``atss_cls.*`` / ``conv_cls.*``  ``cls_out.*``
+``gfl_reg.*`` / ``atss_reg.*`` / ``conv_reg.*``  ``reg_out.*``
+``atss_centerness.*`` / ``conv_centerness.*``    ``quality_out.*``
 ``scales.i.scale``                               ``scales.i.scale``
 ``integral.project``                             (dropped: a constant)
 ===============================================  ===============================
@@ -36,9 +36,9 @@ HEAD_RENAMES = (
      lambda m: f"head.{m[1]}_tower.{3 * int(m[2])}.{m[3]}"),
     (re.compile(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.gn\.(weight|bias)$"),
      lambda m: f"head.{m[1]}_tower.{3 * int(m[2]) + 1}.{m[3]}"),
-    (re.compile(r"^bbox_head\.(?:gfl|atss)_cls\.(weight|bias)$"), lambda m: f"head.cls_out.{m[1]}"),
-    (re.compile(r"^bbox_head\.(?:gfl|atss)_reg\.(weight|bias)$"), lambda m: f"head.reg_out.{m[1]}"),
-    (re.compile(r"^bbox_head\.atss_centerness\.(weight|bias)$"), lambda m: f"head.quality_out.{m[1]}"),
+    (re.compile(r"^bbox_head\.(?:gfl|atss|conv)_cls\.(weight|bias)$"), lambda m: f"head.cls_out.{m[1]}"),
+    (re.compile(r"^bbox_head\.(?:gfl|atss|conv)_reg\.(weight|bias)$"), lambda m: f"head.reg_out.{m[1]}"),
+    (re.compile(r"^bbox_head\.(?:atss|conv)_centerness\.(weight|bias)$"), lambda m: f"head.quality_out.{m[1]}"),
     (re.compile(r"^bbox_head\.scales\.(\d+)\.scale$"), lambda m: f"head.scales.{m[1]}.scale"),
 )
 DROPPED = (re.compile(r"^bbox_head\.integral\.project$"), re.compile(r"\.num_batches_tracked$"))
@@ -106,8 +106,9 @@ def import_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
 def export_state_dict(state: dict[str, torch.Tensor], head_type: str = "gfl") -> dict[str, torch.Tensor]:
     """The inverse of :func:`convert_state_dict`: native detector keys -> mmdet keys.
 
-    ``head_type`` is ``"gfl"`` (GFLHead: ``gfl_cls`` / ``gfl_reg``) or ``"atss"`` (ATSSHead:
-    ``atss_cls`` / ``atss_reg`` / ``atss_centerness``).
+    ``head_type`` is ``"gfl"`` (GFLHead: ``gfl_cls`` / ``gfl_reg``), ``"atss"`` (ATSSHead:
+    ``atss_cls`` / ``atss_reg`` / ``atss_centerness``) or ``"fcos"`` (FCOSHead: ``conv_cls`` /
+    ``conv_reg`` / ``conv_centerness``).
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -122,7 +123,9 @@ def export_state_dict(state: dict[str, torch.Tensor], head_type: str = "gfl") ->
         match = re.match(r"^head\.(cls_out|reg_out|quality_out|scales)\.(.+)$", key)
         if not match:
             raise CheckpointImportError(f"unexpected native key {key!r}")
-        name = {"cls_out": f"{head_type}_cls", "reg_out": f"{head_type}_reg", "quality_out": "atss_centerness",
+        prefix = "conv" if head_type == "fcos" else head_type
+        name = {"cls_out": f"{prefix}_cls", "reg_out": f"{prefix}_reg",
+                "quality_out": "conv_centerness" if head_type == "fcos" else "atss_centerness",
                 "scales": "scales"}[match[1]]
         out[f"bbox_head.{name}.{match[2]}"] = value
     return out

@@ -28,7 +28,8 @@ _DIRAC_FL_CENTERNESS: dict[str, Any] = {
 RECIPES: dict[str, dict[str, Any]] = {
     "gfl": {"detector": "atss"},
     "atss": {"detector": "atss", **_DIRAC_FL_CENTERNESS},
-    "fcos": {"detector": "fcos", **_DIRAC_FL_CENTERNESS, "box_loss_weight": 1.0},
+    # the variant's schedule warms up from 1/3 of the lr; caffe-style backbone details are not modelled
+    "fcos": {"detector": "fcos", **_DIRAC_FL_CENTERNESS, "box_loss_weight": 1.0, "warmup_ratio": 1.0 / 3.0},
     "retinanet": {
         "detector": "retinanet",
         "quality": "none",

@@ -30,7 +30,7 @@ def main() -> None:
     for seed in range(8):
         x = cases.assign_inputs(seed)
         out[f"assign/{seed}"] = {"inputs": x, "mmdet": cases.assign_mmdet(x)}
-    for kind in ("gfl", "atss"):
+    for kind in ("gfl", "atss", "fcos"):
         for seed in cases.SEEDS:
             x = cases.head_inputs(seed)
             state = cases._head_state(kind, seed)

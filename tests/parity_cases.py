@@ -139,8 +139,6 @@ def head_inputs(seed: int) -> dict:
 
 def _head_state(kind: str, seed: int) -> dict:
     """Native head weights, randomised beyond the init so that every loss term is non-trivial."""
-    from gfl_repro.models.head import DenseHead
-
     head = _native_head(kind)
     g = _gen(seed + 50)
     with torch.no_grad():
@@ -151,13 +149,17 @@ def _head_state(kind: str, seed: int) -> dict:
                 p.fill_(1.0 + 0.1 * float(torch.randn(1, generator=g)))
             elif p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-    assert isinstance(head, DenseHead)
+            elif kind == "fcos" and name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
     return head.state_dict()
 
 
 def _native_head(kind: str):
+    from gfl_repro.models.fcos_head import FCOSConfig, FCOSHead
     from gfl_repro.models.head import DenseHead, HeadConfig
 
+    if kind == "fcos":
+        return FCOSHead(FCOSConfig(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, feat_channels=HEAD_CHANNELS))
     if kind == "gfl":
         cfg = HeadConfig(num_classes=NUM_CLASSES, quality="joint", box="general", in_channels=HEAD_CHANNELS,
                          feat_channels=HEAD_CHANNELS, norm_groups=32)
@@ -192,7 +194,16 @@ def mmdet_head(kind: str, state: dict):
                           max_per_img=100)
     common = dict(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, stacked_convs=4, feat_channels=HEAD_CHANNELS,
                   anchor_generator=anchor, train_cfg=train_cfg, test_cfg=test_cfg)
-    if kind == "gfl":
+    if kind == "fcos":
+        cfg = dict(type="FCOSHead", num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, stacked_convs=4,
+                   feat_channels=HEAD_CHANNELS, strides=list(STRIDES), norm_on_bbox=True, centerness_on_reg=True,
+                   dcn_on_last_conv=False, center_sampling=True, conv_bias=True,
+                   norm_cfg=dict(type="GN", num_groups=32, requires_grad=True),
+                   loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type="GIoULoss", loss_weight=1.0),
+                   loss_centerness=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
+                   train_cfg=None, test_cfg=test_cfg)
+    elif kind == "gfl":
         cfg = dict(type="GFLHead", reg_max=16,
                    loss_cls=dict(type="QualityFocalLoss", use_sigmoid=True, beta=2.0, loss_weight=1.0),
                    loss_dfl=dict(type="DistributionFocalLoss", loss_weight=0.25),
@@ -222,6 +233,8 @@ def head_loss_mmdet(kind: str, x: dict, state: dict) -> dict:
     ignores = [InstanceData(bboxes=x[f"crowd{b}"]) for b in range(2)]
     if kind == "gfl":
         raw = head.loss_by_feat(cls_scores, bbox_preds, gts, metas, ignores)
+    elif kind == "fcos":
+        raw = head.loss_by_feat(cls_scores, bbox_preds, rest[0], gts, metas)
     else:
         raw = head.loss_by_feat(cls_scores, bbox_preds, rest[0], gts, metas, ignores)
     return {k: (sum(v) if isinstance(v, (list, tuple)) else v).detach() for k, v in raw.items()}

@@ -62,7 +62,7 @@ def test_atss_assignment_live(seed):
 
 
 @live
-@pytest.mark.parametrize("kind", ["gfl", "atss"])
+@pytest.mark.parametrize("kind", ["gfl", "atss", "fcos"])
 @pytest.mark.parametrize("seed", cases.SEEDS)
 def test_head_losses_live(kind, seed):
     x = cases.head_inputs(seed)
@@ -86,7 +86,7 @@ def test_detector_detections_live(seed):
 
 def test_goldens_cover_every_component():
     g = goldens()
-    assert {k.split("/")[0] for k in g if k != "_meta"} == {"losses", "assign", "head_gfl", "head_atss", "detector"}
+    assert {k.split("/")[0] for k in g if k != "_meta"} == {"losses", "assign", "head_gfl", "head_atss", "head_fcos", "detector"}
 
 
 @pytest.mark.parametrize("seed", cases.SEEDS)
@@ -101,7 +101,7 @@ def test_atss_assignment_golden(seed):
     assert_same(cases.assign_native(g["inputs"]), g["mmdet"], f"assignment seed {seed}")
 
 
-@pytest.mark.parametrize("kind", ["gfl", "atss"])
+@pytest.mark.parametrize("kind", ["gfl", "atss", "fcos"])
 @pytest.mark.parametrize("seed", cases.SEEDS)
 def test_head_losses_golden(kind, seed):
     g = goldens()[f"head_{kind}/{seed}"]

@@ -17,10 +17,11 @@ from torch import Tensor, nn
 from ..config import RunConfig
 from .backbone import build_backbone
 from .fpn import FPN
+from .fcos_head import FCOSConfig, FCOSHead
 from .head import DenseHead, HeadConfig
 from .postprocess import PostprocessConfig, postprocess_image
 
-NATIVE_DETECTORS = ("atss",)
+NATIVE_DETECTORS = ("atss", "fcos")
 NATIVE_BOXES = ("dirac", "general")
 
 # Neck and head width per backbone scale: the paper's 256-channel, 4-conv towers, or a toy
@@ -36,10 +37,14 @@ def check_supported(config: RunConfig) -> None:
         raise ValueError(f"box = {config.box!r} is not in the native engine yet (it has: {', '.join(NATIVE_BOXES)})")
     if config.box_loss != "giou":
         raise ValueError(f"box_loss = {config.box_loss!r} is not in the native engine yet (it has: giou)")
+    if config.detector == "fcos" and (config.quality, config.box) != ("centerness", "dirac"):
+        raise ValueError(f"FCOS with quality = {config.quality!r}, box = {config.box!r} is not in the native engine "
+                         "yet (it has: the centerness branch with a Dirac box)")
 
 
 class Detector(nn.Module):
-    def __init__(self, backbone: nn.Module, neck: nn.Module, head: DenseHead, test_cfg: PostprocessConfig) -> None:
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: DenseHead | FCOSHead,
+                 test_cfg: PostprocessConfig) -> None:
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -82,6 +87,12 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     width = WIDTH[config.backbone_scale]
     backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)
     neck = FPN(list(backbone.out_channels), width["channels"], num_outs=5)
+    if config.detector == "fcos":
+        head = FCOSHead(FCOSConfig(
+            num_classes=num_classes, in_channels=width["channels"], feat_channels=width["channels"],
+            stacked_convs=width["convs"], norm_groups=width["groups"], focal_gamma=config.focal_gamma,
+            focal_alpha=config.focal_alpha, box_loss_weight=config.box_loss_weight))
+        return Detector(backbone, neck, head, PostprocessConfig.from_config(config))
     head = DenseHead(
         HeadConfig(
             num_classes=num_classes,

@@ -103,12 +103,13 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-def conv_tower(in_channels: int, channels: int, depth: int, groups: int) -> nn.Sequential:
-    """depth × (3×3 conv without bias, GroupNorm, ReLU), as mmdet's ConvModule with GN."""
+def conv_tower(in_channels: int, channels: int, depth: int, groups: int, bias: bool = False) -> nn.Sequential:
+    """depth × (3×3 conv, GroupNorm, ReLU), as mmdet's ConvModule with GN (no conv bias
+    unless ``bias``, FCOS's ``conv_bias=True``)."""
     layers: list[nn.Module] = []
     for i in range(depth):
         layers += [
-            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=False),
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=bias),
             nn.GroupNorm(groups, channels),
             nn.ReLU(inplace=True),
         ]
