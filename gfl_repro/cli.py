@@ -206,10 +206,10 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
     if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel must be >= 1, got {max_parallel}")
     chosen = _guard(select, experiments, obj["experiments"])
-    plan = _guard(plan_runs, chosen, profile, obj["results"])
+    plan = _guard(plan_runs, chosen, profile)
     for item in plan.unsupported:
         click.echo(f"not runnable yet: {item}", err=True)
-    if not plan.todo and not plan.done:
+    if not plan.runs:
         what = f"{len(plan.unsupported)} row(s) need engine support that does not exist yet (listed above)"
         raise UserError("nothing to run: " + (what if plan.unsupported else "these experiments have no training runs"))
     results = obj["results"]

@@ -1,8 +1,8 @@
 """Which runs an invocation of `run` needs, and running them in this process.
 
 Runs are deduplicated by run_id across the named experiments (a run shared by several
-tables trains once) and skipped when their ``result.json`` exists. Launchers that submit
-to Slurm or background processes build on :func:`plan_runs` too.
+tables trains once). Which of them to start now (not done, pending or running) is decided
+by :func:`gfl_repro.launchers.select_runs` under the launch lock.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .models.detector import check_supported
 from .profiles import Profile
 from .runner import execute
 from .spec import Experiment
-from .store import DONE, read_run, run_dir
+from .store import DONE, run_dir
 
 
 @dataclass
@@ -30,12 +30,11 @@ class PlannedRun:
 
 @dataclass
 class Plan:
-    todo: list[PlannedRun]
-    done: list[PlannedRun]
+    runs: list[PlannedRun]  # distinct runs the native engine can build
     unsupported: list[str]  # one line per row the native engine cannot build yet
 
 
-def plan_runs(experiments: list[Experiment], profile: Profile, results_root: Path) -> Plan:
+def plan_runs(experiments: list[Experiment], profile: Profile) -> Plan:
     runs: dict[str, PlannedRun] = {}
     unsupported = []
     for exp in experiments:
@@ -46,10 +45,7 @@ def plan_runs(experiments: list[Experiment], profile: Profile, results_root: Pat
                 unsupported.append(f"{exp.id} / {row.display}: {err}")
                 continue
             runs.setdefault(rid, PlannedRun(rid, config)).rows.append(f"{exp.id} / {row.display}")
-    todo, done = [], []
-    for planned in runs.values():
-        (done if read_run(results_root, profile.name, planned.run_id).state == DONE else todo).append(planned)
-    return Plan(todo, done, unsupported)
+    return Plan(list(runs.values()), unsupported)
 
 
 def run_inline(runs: list[PlannedRun], profile: Profile, results_root: Path, *, data_root: Path | None = None,

@@ -153,7 +153,7 @@ class Selection:
 def select_runs(plan: Plan, profile: Profile, results_root: Path, retry: bool) -> Selection:
     """Which runs to submit now: missing ones, and failed ones when ``retry``."""
     sel = Selection()
-    for planned in plan.todo + plan.done:
+    for planned in plan.runs:
         state = run_state(run_dir(results_root, profile.name, planned.run_id)).state
         if state == MISSING or (state == FAILED and retry):
             sel.submit.append(planned)

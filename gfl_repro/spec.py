@@ -76,10 +76,6 @@ class Row:
     train: bool = True
 
     @property
-    def key(self) -> tuple[str | None, str]:
-        return (self.group, self.label)
-
-    @property
     def is_run(self) -> bool:
         """True when this row trains a model (not a reference number, not analysis-only)."""
         return not self.reference and self.train

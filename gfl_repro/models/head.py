@@ -134,7 +134,6 @@ class Targets:
     boxes: Tensor  # (B·A, 4) assigned GT box (valid where positive)
     anchors: Tensor  # (B·A, 4)
     strides: Tensor  # (B·A,)
-    num_pos: int
     avg_factor: int  # Σ over images of max(positives, 1): mmdet's SamplingResult.avg_factor
 
 
@@ -205,14 +204,12 @@ class DenseHead(nn.Module):
             weights.append((inds >= 0).to(anchors.dtype))  # ignored priors (-1) get no loss
             boxes.append(box)
         B = len(gt)
-        labels_t = torch.cat(labels)
         return Targets(
-            labels=labels_t,
+            labels=torch.cat(labels),
             label_weights=torch.cat(weights),
             boxes=torch.cat(boxes),
             anchors=anchors.repeat(B, 1),
             strides=strides.repeat(B),
-            num_pos=int(((labels_t >= 0) & (labels_t < C)).sum()),
             avg_factor=avg_factor,
         )
 
