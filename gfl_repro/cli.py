@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
 from .collect import FORMATS, collect_table, render
+from .config import ENGINES
 from .overview import describe_experiment, format_description, list_experiments
 from .profiles import DEFAULT_PROFILE, PROFILES, Profile
 from .spec import SpecError
@@ -73,6 +74,15 @@ def _guard(fn, *args, **kwargs):
 profile_option = click.option(
     "--profile", "profile_name", default=DEFAULT_PROFILE, show_default=True, help=f"One of: {', '.join(PROFILES)}."
 )
+engine_option = click.option(
+    "--engine", default="native", show_default=True,
+    help="native (this package's PyTorch engine) or mmdet (mmdetection 3.3 itself, for the rows its stock heads "
+         "express; needs the mmdet extra).",
+)
+
+
+def _engine(name: str) -> str:
+    return _choice("engine", name, ENGINES)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,30 +110,35 @@ def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | No
 
 @cli.command("list")
 @profile_option
+@engine_option
 @click.pass_obj
-def list_command(obj: dict, profile_name: str) -> None:
+def list_command(obj: dict, profile_name: str, engine: str) -> None:
     """Every paper artifact with its rows and how many of its runs are done."""
     profile = _profile(profile_name)
-    summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"])
+    engine = _engine(engine)
+    summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"], engine)
     click.echo(f"{'experiment':<10}  {'paper':<16}  {'rows':>4}  {'runs done':>9}  title")
     for s in summaries:
         runs = f"{s['runs_done']}/{s['runs_total']}"
         click.echo(f"{s['id']:<10}  {s['paper_ref']:<16}  {s['rows']:>4}  {runs:>9}  {s['title']}")
     scale = " (toy scale)" if profile.toy_scale else ""
-    click.echo(f"\nprofile: {profile.name}{scale} — {profile.description}")
+    click.echo(f"\nprofile: {profile.name}{scale} — {profile.description}"
+               + (f"\nengine: {engine}" if engine != "native" else ""))
 
 
 @cli.command("show")
 @click.argument("experiment")
 @profile_option
+@engine_option
 @click.option("--format", "fmt", default="text", show_default=True, help="text or json.")
 @click.pass_obj
-def show_command(obj: dict, experiment: str, profile_name: str, fmt: str) -> None:
+def show_command(obj: dict, experiment: str, profile_name: str, engine: str, fmt: str) -> None:
     """Rows, overrides, paper numbers, run ids and state of one experiment."""
     profile = _profile(profile_name)
+    engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     exp = _guard(get_experiment, experiment, obj["experiments"])
-    desc = _guard(describe_experiment, exp, profile, obj["results"])
+    desc = _guard(describe_experiment, exp, profile, obj["results"], engine)
     if fmt == "json":
         click.echo(json.dumps(desc, indent=2, ensure_ascii=False))
     else:
@@ -137,10 +152,13 @@ def show_command(obj: dict, experiment: str, profile_name: str, fmt: str) -> Non
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Output directory (default: results/<profile>/tables/)."
 )
+@engine_option
 @click.pass_obj
-def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, fmt: str, out: Path | None) -> None:
+def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, fmt: str, out: Path | None,
+                    engine: str) -> None:
     """Paper vs reproduced tables (all tables when no EXPERIMENT is named)."""
     profile = _profile(profile_name)
+    engine = _engine(engine)
     fmt = _format(fmt, FORMATS)
     chosen = _guard(select, experiments, obj["experiments"])
     figures = [e.id for e in chosen if e.kind != "table"]
@@ -150,9 +168,9 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
     for exp in chosen:
         if exp.kind != "table":
             continue
-        table = _guard(collect_table, exp, profile, obj["results"])
+        table = _guard(collect_table, exp, profile, obj["results"], engine)
         text, ext = render(table, fmt)
-        path = out_dir / f"{exp.id}.{ext}"
+        path = out_dir / (f"{exp.id}.{ext}" if engine == "native" else f"{exp.id}.{engine}.{ext}")
         atomic_write_text(path, text)
         states = table.frame.xs("run", axis=1, level=-2).to_numpy().ravel()
         done = int((states == "done").sum())
@@ -165,6 +183,7 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
 @cli.command("run")
 @click.argument("experiments", nargs=-1, required=True)
 @profile_option
+@engine_option
 @click.option("--launcher", default="inline", show_default=True,
               help="inline (here, one after another), local (background processes) or slurm (submitit job array).")
 @click.option("--dry-run", is_flag=True, help="Show what would be submitted, with resources; submit nothing.")
@@ -185,7 +204,8 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
 @click.option("--sbatch", "extra", multiple=True, help="Extra sbatch flag, e.g. --sbatch=--exclusive (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_obj
-def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, launcher: str, dry_run: bool, retry: bool,
+def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, launcher: str, dry_run: bool,
+                retry: bool,
                 data_root: Path | None, device: str | None, max_parallel: int | None, launcher_config: Path | None,
                 quiet: bool, **slurm_flags) -> None:
     """Train and evaluate the runs of EXPERIMENTS: done, pending and running runs are skipped."""
@@ -198,7 +218,13 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
     from .train import NonFiniteLoss
 
     profile = _profile(profile_name)
+    engine = _engine(engine)
     launcher = _choice("launcher", launcher, LAUNCHERS)
+    if engine == "mmdet":
+        _require_mmdet()
+        if device is not None:
+            raise UserError("--device is the native engine's option; with --engine mmdet, mmengine uses CUDA when "
+                            "available")
     try:
         options = slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None
     except LaunchError as err:
@@ -206,11 +232,14 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
     if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel must be >= 1, got {max_parallel}")
     chosen = _guard(select, experiments, obj["experiments"])
-    plan = _guard(plan_runs, chosen, profile)
+    plan = _guard(plan_runs, chosen, profile, engine)
+    if not plan.runs and len(plan.unsupported) == 1:
+        raise UserError(plan.unsupported[0])
     for item in plan.unsupported:
-        click.echo(f"not runnable yet: {item}", err=True)
+        click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
     if not plan.runs:
-        what = f"{len(plan.unsupported)} row(s) need engine support that does not exist yet (listed above)"
+        what = (f"{len(plan.unsupported)} row(s) need the native engine (listed above)" if engine == "mmdet"
+                else f"{len(plan.unsupported)} row(s) need engine support that does not exist yet (listed above)")
         raise UserError("nothing to run: " + (what if plan.unsupported else "these experiments have no training runs"))
     results = obj["results"]
     try:
@@ -223,7 +252,8 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
             skipped = ", ".join(f"{state} {len([1 for _, s in sel.skipped if s == state])}"
                                 for state in sorted({s for _, s in sel.skipped}))
             click.echo(f"{len(sel.submit)} run(s) to {('submit' if launcher != 'inline' else 'run')}"
-                       + (f"; skipped: {skipped}" if skipped else "") + f" ({profile.label}, launcher {launcher})")
+                       + (f"; skipped: {skipped}" if skipped else "")
+                       + f" ({profile.label}, {engine} engine, launcher {launcher})")
             if dry_run:
                 for planned in sel.submit:
                     click.echo(f"  would run {planned.run_id}: {', '.join(planned.rows)}")
@@ -252,27 +282,40 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, laun
         raise UserError(str(err)) from None
     except NonFiniteLoss as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"status:  gfl-repro status {' '.join(experiments)} --profile {profile.name}")
-    click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} --profile {profile.name}")
+    flags = f"--profile {profile.name}" + (f" --engine {engine}" if engine != "native" else "")
+    click.echo(f"status:  gfl-repro status {' '.join(experiments)} {flags}")
+    click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} {flags}")
 
 
 @cli.command("status")
 @click.argument("experiments", nargs=-1)
 @profile_option
+@engine_option
 @click.option("--format", "fmt", default="text", show_default=True, help="text or json.")
 @click.pass_obj
-def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, fmt: str) -> None:
+def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, fmt: str) -> None:
     """State of every run (missing / pending / running / done / failed), progress, AP, last error."""
     from .status import format_status, status_rows
 
     profile = _profile(profile_name)
+    engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     chosen = _guard(select, experiments, obj["experiments"])
-    rows = _guard(status_rows, chosen, profile, obj["results"])
+    rows = _guard(status_rows, chosen, profile, obj["results"], engine=engine)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
         click.echo(format_status(rows))
+
+
+def _require_mmdet() -> None:
+    try:
+        import mmcv.ops  # noqa: F401  (the compiled ops mmdet's heads need)
+        import mmdet  # noqa: F401
+    except ImportError as err:
+        from .mmdet_config import MMDET_EXTRA_HINT
+
+        raise UserError(f"--engine mmdet needs mmdetection 3.3 ({err}); {MMDET_EXTRA_HINT}") from None
 
 
 @cli.command("import-mmdet")

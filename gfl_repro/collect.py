@@ -18,7 +18,8 @@ import pandas as pd
 from .config import run_id as config_run_id
 from .profiles import Profile
 from .spec import Experiment
-from .store import read_run
+from .mmdet_config import NATIVE_ONLY, expressible
+from .store import MISSING, read_run
 
 PAPER, OURS, DIFF = "paper", "ours", "Δ"
 RUN = "run"
@@ -32,6 +33,7 @@ class CollectedTable:
     profile: Profile
     frame: pd.DataFrame  # index: [section], label, info columns; columns: ([group], metric, kind)
     problems: tuple[str, ...]  # one line per corrupt or unreadable run
+    engine: str = "native"  # which implementation trained the reproduced runs
 
     @property
     def caption(self) -> str:
@@ -41,11 +43,14 @@ class CollectedTable:
             if self.profile.toy_scale
             else f"reproduced on COCO {exp.split}"
         )
-        return f"{exp.paper_ref}: {exp.title}. Paper vs reproduced ({self.profile.name} profile; {scale})."
+        engine = "" if self.engine == "native" else f", {self.engine} engine"
+        return f"{exp.paper_ref}: {exp.title}. Paper vs reproduced ({self.profile.name} profile{engine}; {scale})."
 
 
-def collect_table(experiment: Experiment, profile: Profile, results_root: Path) -> CollectedTable:
-    """Build the paper-vs-reproduced frame of one table experiment from result files."""
+def collect_table(experiment: Experiment, profile: Profile, results_root: Path,
+                  engine: str = "native") -> CollectedTable:
+    """Build the paper-vs-reproduced frame of one table experiment from result files
+    (the runs ``engine`` trained)."""
     if experiment.kind != "table":
         raise ValueError(f"{experiment.id} is a figure; use `gfl-repro plot {experiment.id}`")
     has_sections = any(r.section for r in experiment.rows)
@@ -60,9 +65,12 @@ def collect_table(experiment: Experiment, profile: Profile, results_root: Path) 
         if row.reference:
             state, record = REFERENCE, None
         else:
-            rid = config_run_id(experiment.resolve(row, profile))
+            config = experiment.resolve(row, profile, engine)
+            rid = config_run_id(config)
             record = read_run(results_root, profile.name, rid)
             state = record.state
+            if engine == "mmdet" and state == MISSING and not expressible(config):
+                state = NATIVE_ONLY
             if record.problem and record.state != "incomplete":
                 problems.append(f"{experiment.id} / {row.display} ({rid}): {record.problem}")
         for metric in experiment.metrics:
@@ -93,7 +101,7 @@ def collect_table(experiment: Experiment, profile: Profile, results_root: Path) 
         frame.index = pd.Index(index_levels[0][1], name=LABEL)
     else:
         frame.index = pd.MultiIndex.from_arrays([v for _, v in index_levels], names=[n for n, _ in index_levels])
-    return CollectedTable(experiment, profile, frame, tuple(problems))
+    return CollectedTable(experiment, profile, frame, tuple(problems), engine)
 
 
 def _nan(value: float | None) -> float:

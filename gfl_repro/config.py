@@ -26,6 +26,7 @@ SCHEDULES = ("1x", "2x", "ssd_120e")
 SPLITS = ("minival", "test-dev")
 DATASETS = ("coco2017", "synthetic")
 BACKBONE_SCALES = ("full", "tiny")
+ENGINES = ("native", "mmdet")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class RunConfig:
     # --- synthetic data (smoke profile only; ignored for COCO) --------------------------------
     synth_train: int = 0
     synth_val: int = 0
+    # --- which implementation trains it (chosen by `run --engine`, never by a spec row) -----
+    engine: str = "native"  # "mmdet": mmdetection 3.3 itself, for the rows its stock heads express
 
     @property
     def num_bins(self) -> int:
@@ -129,6 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval_split": SPLITS,
     "dataset": DATASETS,
     "backbone_scale": BACKBONE_SCALES,
+    "engine": ENGINES,
 }
 
 
@@ -185,4 +189,4 @@ def check_consistency(config: RunConfig) -> None:
         raise ValueError(f"multiscale_short must be (low, high), got {list(config.multiscale_short)}")
 
 
-__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "FIELD_TYPES"]
+__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "ENGINES", "FIELD_TYPES"]

@@ -200,7 +200,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, label_to_c
     return coco_evaluate(coco_gt, results, image_ids, verbose=verbose, max_dets=max_dets)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
@@ -265,7 +265,7 @@ def measure_speed(model: torch.nn.Module, images_and_targets: Sequence[tuple[tor
     return {
         "ms_per_img": ms,
         "fps": 1000.0 / ms if ms > 0 else float("inf"),
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "iters": iters,
         "warmup": warmup,
     }

@@ -14,6 +14,7 @@ from typing import Callable
 
 from .config import RunConfig
 from .jobstate import FAILED, MISSING, RUNNING, last_error_line, write_job
+from .mmdet_config import check_expressible
 from .models.detector import check_supported
 from .profiles import Profile
 from .runner import execute
@@ -30,17 +31,18 @@ class PlannedRun:
 
 @dataclass
 class Plan:
-    runs: list[PlannedRun]  # distinct runs the native engine can build
-    unsupported: list[str]  # one line per row the native engine cannot build yet
+    runs: list[PlannedRun]  # distinct runs the chosen engine can build
+    unsupported: list[str]  # one line per row it cannot build (yet)
 
 
-def plan_runs(experiments: list[Experiment], profile: Profile) -> Plan:
+def plan_runs(experiments: list[Experiment], profile: Profile, engine: str = "native") -> Plan:
     runs: dict[str, PlannedRun] = {}
     unsupported = []
+    check = check_expressible if engine == "mmdet" else check_supported
     for exp in experiments:
-        for row, config, rid in exp.runs(profile):
+        for row, config, rid in exp.runs(profile, engine):
             try:
-                check_supported(config)
+                check(config)
             except ValueError as err:
                 unsupported.append(f"{exp.id} / {row.display}: {err}")
                 continue

@@ -12,9 +12,10 @@ from .spec import Experiment
 from .store import DONE, read_run
 
 
-def experiment_summary(exp: Experiment, profile: Profile, results_root: Path) -> dict[str, Any]:
+def experiment_summary(exp: Experiment, profile: Profile, results_root: Path,
+                       engine: str = "native") -> dict[str, Any]:
     """One line of `list`: id, paper reference, title, rows, distinct runs done / total."""
-    run_ids = sorted({rid for _, _, rid in exp.runs(profile)})
+    run_ids = sorted({rid for _, _, rid in exp.runs(profile, engine)})
     done = sum(read_run(results_root, profile.name, rid).state == DONE for rid in run_ids)
     return {
         "id": exp.id,
@@ -27,11 +28,12 @@ def experiment_summary(exp: Experiment, profile: Profile, results_root: Path) ->
     }
 
 
-def list_experiments(profile: Profile, results_root: Path, experiments_dir: Path | None = None) -> list[dict[str, Any]]:
-    return [experiment_summary(exp, profile, results_root) for exp in load_catalogue(experiments_dir).values()]
+def list_experiments(profile: Profile, results_root: Path, experiments_dir: Path | None = None,
+                     engine: str = "native") -> list[dict[str, Any]]:
+    return [experiment_summary(exp, profile, results_root, engine) for exp in load_catalogue(experiments_dir).values()]
 
 
-def describe_experiment(exp: Experiment, profile: Profile, results_root: Path) -> dict[str, Any]:
+def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, engine: str = "native") -> dict[str, Any]:
     """Everything `show` prints, JSON-ready: rows, overrides, paper numbers, run ids and state."""
     rows = []
     for row in exp.rows:
@@ -48,7 +50,7 @@ def describe_experiment(exp: Experiment, profile: Profile, results_root: Path) -
             "overrides": row.overrides,
         }
         if not row.reference:
-            config = exp.resolve(row, profile)
+            config = exp.resolve(row, profile, engine)
             rid = run_id(config)
             record = read_run(results_root, profile.name, rid)
             entry["run_id"] = rid if row.train else None
@@ -63,6 +65,7 @@ def describe_experiment(exp: Experiment, profile: Profile, results_root: Path) -
         "title": exp.title,
         "split": exp.split,
         "profile": profile.name,
+        "engine": engine,
         "toy_scale": profile.toy_scale,
         "metrics": list(exp.metrics),
         "info_columns": list(exp.info_columns),
@@ -77,7 +80,8 @@ def format_description(desc: dict[str, Any]) -> str:
     """Human-readable `show` output."""
     lines = [
         f"{desc['id']}: {desc['paper_ref']} — {desc['title']}",
-        f"split: {desc['split']}   profile: {desc['profile']}" + ("   (toy scale)" if desc["toy_scale"] else ""),
+        f"split: {desc['split']}   profile: {desc['profile']}" + ("   (toy scale)" if desc["toy_scale"] else "")
+        + (f"   engine: {desc['engine']}" if desc.get("engine", "native") != "native" else ""),
     ]
     if desc["uses"]:
         lines.append(f"draws on: {', '.join(desc['uses'])}")

@@ -126,8 +126,15 @@ def execute(
     """Train and evaluate one run in ``run_dir``; resumes from its checkpoint if there is one.
 
     Returns the result dict, or None when ``should_stop`` interrupted training (a checkpoint
-    holds the state; calling again resumes).
+    holds the state; calling again resumes). A config with ``engine = "mmdet"`` is handed to
+    :func:`gfl_repro.mmdet_engine.execute_mmdet` (``device`` and ``checkpoint_interval`` are
+    the native engine's).
     """
+    if config.engine == "mmdet":
+        from .mmdet_engine import execute_mmdet
+
+        return execute_mmdet(config, run_dir, run_id=run_id, profile=profile, data_root=data_root,
+                             cache_dir=cache_dir, progress=progress, should_stop=should_stop, num_workers=num_workers)
     check_supported(config)
     run_dir = Path(run_dir)
     process_device = distributed.init_from_submitit() if not distributed.world_size() > 1 else None

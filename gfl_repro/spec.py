@@ -114,29 +114,30 @@ class Experiment:
                 return r
         raise KeyError(f"{self.id} has no row {label!r}")
 
-    def resolve(self, row: Row, profile: Profile) -> RunConfig:
-        """Spec row + profile -> the fully explicit run config.
+    def resolve(self, row: Row, profile: Profile, engine: str = "native") -> RunConfig:
+        """Spec row + profile (+ engine) -> the fully explicit run config.
 
         defaults <- recipe <- row overrides <- profile, where the profile leaves alone what
-        the row set explicitly."""
-        return resolve(self, row, profile)
+        the row set explicitly; ``engine`` says which implementation trains it."""
+        return resolve(self, row, profile, engine)
 
-    def runs(self, profile: Profile) -> list[tuple[Row, RunConfig, str]]:
+    def runs(self, profile: Profile, engine: str = "native") -> list[tuple[Row, RunConfig, str]]:
         """(row, config, run_id) for every row that trains, in printed order."""
         out = []
         for r in self.rows:
             if r.is_run:
-                cfg = resolve(self, r, profile)
+                cfg = resolve(self, r, profile, engine)
                 out.append((r, cfg, run_id(cfg)))
         return out
 
 
-def resolve(experiment: Experiment, row: Row, profile: Profile) -> RunConfig:
+def resolve(experiment: Experiment, row: Row, profile: Profile, engine: str = "native") -> RunConfig:
     recipe_name = row.recipe or experiment.recipe
     settings: dict[str, Any] = dict(RECIPES[recipe_name]) if recipe_name else {}
     settings["eval_split"] = experiment.split
     settings.update(row.overrides)
     settings = apply_profile(settings, profile, keep=row.overrides)
+    settings["engine"] = engine
     where = f"{experiment.path.name}, row {row.display!r}"
     try:
         normalised = {k: check_field(k, v) for k, v in settings.items()}
@@ -270,6 +271,9 @@ def _parse_row(
     if not isinstance(overrides, dict):
         raise SpecError(f"{where}, field 'overrides': must be a table")
     for key, value in overrides.items():
+        if key == "engine":
+            raise SpecError(f"{where}, field 'overrides.engine': the engine is chosen on the command line "
+                            "(gfl-repro run --engine), not by a row")
         try:
             check_field(key, value)
         except ValueError as err:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .jobstate import run_state
+from .jobstate import MISSING, run_state
+from .mmdet_config import NATIVE_ONLY, expressible
 from .profiles import Profile
 from .spec import Experiment
 from .store import DONE, read_metrics, read_run, run_dir
@@ -34,15 +35,18 @@ def training_progress(directory: Path) -> dict[str, Any]:
 
 
 def status_rows(experiments: list[Experiment], profile: Profile, results_root: Path,
-                ask_scheduler: bool = True) -> list[dict[str, Any]]:
+                ask_scheduler: bool = True, engine: str = "native") -> list[dict[str, Any]]:
     rows = []
     cache: dict[str, dict[str, Any]] = {}
     for exp in experiments:
-        for row, _config, rid in exp.runs(profile):
+        for row, config, rid in exp.runs(profile, engine):
             if rid not in cache:
                 directory = run_dir(results_root, profile.name, rid)
                 state = run_state(directory, ask_scheduler=ask_scheduler)
-                entry: dict[str, Any] = {"run_id": rid, "state": state.state, "job_id": state.job.get("job_id"),
+                shown = state.state
+                if engine == "mmdet" and shown == MISSING and not expressible(config):
+                    shown = NATIVE_ONLY
+                entry: dict[str, Any] = {"run_id": rid, "state": shown, "job_id": state.job.get("job_id"),
                                          "launcher": state.job.get("launcher"), "error": state.detail}
                 entry.update(training_progress(directory))
                 if state.state == DONE:
