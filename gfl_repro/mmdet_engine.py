@@ -15,8 +15,11 @@ after the optimizer step of that iteration, not before.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +43,23 @@ LOG_INTERVAL = 10
 
 class _Stopped(Exception):
     """Raised from the hook when the launcher asks the run to stop (preemption)."""
+
+
+@contextlib.contextmanager
+def _trusted_checkpoints():
+    """Let mmengine's ``torch.load`` (no ``weights_only`` argument) read full pickles while
+    training: its resume checkpoints are this run's own files and hold mmengine objects that
+    torch >= 2.6's weights-only default refuses."""
+    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+    before = os.environ.get(key)
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def category_names(annotation_file: Path) -> list[str]:
@@ -192,13 +212,19 @@ def execute_mmdet(
     if main:
         runner.register_hook(_store_hook(run_dir, should_stop, progress))
     try:
-        runner.train()
+        with _trusted_checkpoints(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+            runner.train()
     except _Stopped:
         return None
     if not main:
         return None
 
     model = getattr(runner.model, "module", runner.model)
+    if not hasattr(model.bbox_head, "loss_cls"):
+        # mmdet 3.3's SSDHead never sets loss_cls, which its shared predict path reads
+        # (open-mmlab/mmdetection#11780, fix #11524 unmerged); None reads as "no custom channels"
+        model.bbox_head.loss_cls = None
     loader = Runner.build_dataloader(cfg.eval_dataloader)
     stats = evaluate_mmdet(model, loader, data.val_annotations, progress=progress)
     speed = measure_speed_mmdet(model, loader)

@@ -52,7 +52,9 @@ SMOKE = Profile(
         "nms_pre": 1000,
     },
     schedules={"1x": (12, (8, 11)), "2x": (24, (16, 22)), "ssd_120e": (12, (8, 11))},
-    fixed_size_scale=(160, 160),
+    # SSD512's last level is a 4x4 conv (padding 1) on a map 1/256 of the input: the input
+    # must be at least ~288 px square for it to have an output; 320 is the nearest multiple of 32
+    fixed_size_scale=(320, 320),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, PAPER)}

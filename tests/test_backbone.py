@@ -325,6 +325,19 @@ def test_fpn_top_down_and_extra_levels_with_odd_sizes():
         torch.testing.assert_close(got, exp)
 
 
+def test_fpn_relu_before_extra_convs_reaches_p7_only():
+    """mmdet's FCOS neck: P6 = conv(P5), P7 = conv(relu(P6)); without the flag P7 = conv(P6)."""
+    torch.manual_seed(0)
+    plain, fcos = FPN([8, 16, 32], 8), FPN([8, 16, 32], 8, relu_before_extra_convs=True)
+    fcos.load_state_dict(plain.state_dict())
+    feats = [torch.randn(1, 8, 16, 16), torch.randn(1, 16, 8, 8), torch.randn(1, 32, 4, 4)]
+    a, b = plain(feats), fcos(feats)
+    for level in range(4):
+        torch.testing.assert_close(a[level], b[level])
+    torch.testing.assert_close(b[4], fcos.fpn_convs[4](torch.relu(b[3])))
+    assert not torch.allclose(a[4], b[4])
+
+
 def test_fpn_layout_and_init():
     fpn = FPN([512, 1024, 2048], 256)
     keys = list(fpn.state_dict())

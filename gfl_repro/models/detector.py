@@ -86,7 +86,9 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     check_supported(config)
     width = WIDTH[config.backbone_scale]
     backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)
-    neck = FPN(list(backbone.out_channels), width["channels"], num_outs=5)
+    # mmdet's FCOS neck puts a ReLU before the second extra conv (P6 -> P7); GFL/ATSS's does not
+    neck = FPN(list(backbone.out_channels), width["channels"], num_outs=5,
+               relu_before_extra_convs=config.detector == "fcos")
     if config.detector == "fcos":
         head = FCOSHead(FCOSConfig(
             num_classes=num_classes, in_channels=width["channels"], feat_channels=width["channels"],

@@ -20,6 +20,8 @@ computation, read from ``mmdet/models/necks/fpn.py``:
 3. ``P_i = conv3x3(lateral_i)`` for P3..P5;
 4. ``P6 = conv3x3_s2(P5)`` (``'on_output'``: on the FPN output, not on C5),
    ``P7 = conv3x3_s2(P6)``, no ReLU in between (``relu_before_extra_convs=False``).
+   mmdet's FCOS configs set ``relu_before_extra_convs=True``: then ``P7 =
+   conv3x3_s2(relu(P6))`` (every extra level after the first reads a ReLU'd input).
 
 Init: Xavier uniform (gain 1) weights and zero bias on every conv (mmdet's ``init_cfg``).
 
@@ -59,8 +61,10 @@ class FPN(nn.Module):
     stride-2 3x3 convs applied in sequence on the last FPN output.
     """
 
-    def __init__(self, in_channels: list[int], out_channels: int = 256, num_outs: int = 5) -> None:
+    def __init__(self, in_channels: list[int], out_channels: int = 256, num_outs: int = 5,
+                 relu_before_extra_convs: bool = False) -> None:
         super().__init__()
+        self.relu_before_extra_convs = relu_before_extra_convs
         in_channels = list(in_channels)
         if num_outs < len(in_channels):
             raise ValueError(f"num_outs ({num_outs}) must be >= len(in_channels) ({len(in_channels)})")
@@ -88,5 +92,6 @@ class FPN(nn.Module):
             laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
         outs = [self.fpn_convs[i](lat) for i, lat in enumerate(laterals)]
         for i in range(len(laterals), self.num_outs):
-            outs.append(self.fpn_convs[i](outs[-1]))
+            source = F.relu(outs[-1]) if self.relu_before_extra_convs and i > len(laterals) else outs[-1]
+            outs.append(self.fpn_convs[i](source))
         return outs
