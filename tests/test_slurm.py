@@ -60,6 +60,21 @@ def test_slurm_runs_complete_and_are_not_submitted_twice(cluster, tmp_path):
     assert "0 run(s) to submit; skipped: done 2" in again.stdout and "as Slurm job" not in again.stdout
 
 
+def test_slurm_runs_the_mmdet_engine(cluster, tmp_path):
+    pytest.importorskip("mmdet", reason="the mmdet extra is not installed (bash scripts/mmdet_extra.sh)")
+    env = make_env(tmp_path)
+    first = gfl("run", "tiny", "--engine", "mmdet", "--launcher", "slurm", "--time-min", "10", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("as Slurm job") == 2
+    wait_for(lambda: list(job_states(tmp_path).values()) == ["done", "done"], timeout=300, every=1)
+    for d in run_dirs(tmp_path):
+        assert json.loads((d / "result.json").read_text())["engine"] == "mmdet"
+        assert (d / "mmdet" / "last_checkpoint").exists()
+    status = gfl("status", "tiny", "--engine", "mmdet", env=env)
+    assert status.stdout.count(" done ") == 2
+    assert gfl("status", "tiny", env=env).stdout.count(" missing ") == 2  # the native runs are other runs
+
+
 def test_preempted_run_requeues_and_resumes(cluster, tmp_path):
     env = make_env(tmp_path, epochs=150)  # 300 iterations: long enough to interrupt mid-way
     out = gfl("run", "tiny", "--launcher", "slurm", "--time-min", "20", env=env)
