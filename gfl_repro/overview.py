@@ -9,7 +9,8 @@ from .catalogue import load_catalogue
 from .config import run_id
 from .profiles import Profile
 from .spec import Experiment
-from .store import DONE, read_run
+from .mmdet_config import NATIVE_ONLY, expressible
+from .store import DONE, MISSING, read_run
 
 
 def experiment_summary(exp: Experiment, profile: Profile, results_root: Path,
@@ -54,7 +55,10 @@ def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, e
             rid = run_id(config)
             record = read_run(results_root, profile.name, rid)
             entry["run_id"] = rid if row.train else None
-            entry["state"] = record.state if row.train else "analysis only"
+            state = record.state
+            if engine == "mmdet" and state == MISSING and not expressible(config):
+                state = NATIVE_ONLY
+            entry["state"] = state if row.train else "analysis only"
             entry["reproduced"] = {m: record.metric(m) for m in exp.metrics} if record.state == DONE else None
             entry["config"] = config.to_dict()
         rows.append(entry)

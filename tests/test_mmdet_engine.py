@@ -283,6 +283,8 @@ def test_cli_run_status_collect_with_the_mmdet_engine(tmp_path, cache):
     assert states == {"ATSS": "done", "ATSS + DFL": "native only"}
     native = invoke("status", "tiny", "--format", "json")
     assert {row["state"] for row in json.loads(native.output)} == {"missing"}  # engines do not share runs
+    show = invoke("show", "tiny", "--engine", "mmdet", "--format", "json")
+    assert [row["state"] for row in json.loads(show.output)["rows"]] == ["done", "native only"]
     table = invoke("collect", "tiny", "--engine", "mmdet", "--format", "markdown")
     assert table.exit_code == 0 and "1/2 rows reproduced" in table.output
     text = (tmp_path / "res" / "smoke" / "tables" / "tiny.mmdet.md").read_text()
