@@ -32,7 +32,7 @@ from .evaluate import coco_evaluate, detections_to_coco, device_name
 from .mmdet_config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
 from .profiles import PROFILES
 from .runner import environment, locate_data, pretrained_weights
-from .store import append_metrics, write_config, write_env, write_result
+from .store import append_metrics, atomic_write_text, write_config, write_env, write_result
 from .train import NonFiniteLoss
 
 ENGINE = "mmdet"
@@ -67,10 +67,15 @@ def category_names(annotation_file: Path) -> list[str]:
     return [c["name"] for c in load_coco(annotation_file).dataset["categories"]]
 
 
-def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress: bool):
+def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress: bool, main: bool):
     """An mmengine hook that appends the native ``metrics.jsonl`` records (read by ``status``),
-    shows the native engine's progress bar, and turns a stop request or a non-finite loss
-    into an exception."""
+    shows the native engine's progress bar (both on the main process only), and turns a stop
+    request or a non-finite loss into an exception (on every process, so all of them stop)."""
+
+    def append(record: dict) -> None:
+        if main:
+            append_metrics(run_dir, record)
+
     from mmengine.hooks import Hook
     from tqdm.auto import tqdm
 
@@ -79,9 +84,9 @@ def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress:
 
         def before_train(self, runner) -> None:
             self.bar = tqdm(initial=runner.iter, total=runner.max_epochs * len(runner.train_dataloader),
-                            disable=not progress, dynamic_ncols=True, unit="it")
+                            disable=not (progress and main), dynamic_ncols=True, unit="it")
             kind = "resume" if runner.iter > 0 else "start"
-            append_metrics(run_dir, {"type": kind, "epoch": runner.epoch, "iteration": runner.iter,
+            append({"type": kind, "epoch": runner.epoch, "iteration": runner.iter,
                                      "epochs": runner.max_epochs, "engine": ENGINE, "wall_time": time.time()})
 
         def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
@@ -93,11 +98,11 @@ def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress:
                     "lr": self.lr, "epochs": runner.max_epochs,
                     "epoch_iters": len(runner.train_dataloader)}
             if not all(math.isfinite(v) for v in parts.values()):
-                append_metrics(run_dir, {"type": "error", "error": "NonFiniteLoss", **info, **parts})
+                append({"type": "error", "error": "NonFiniteLoss", **info, **parts})
                 raise NonFiniteLoss(runner.iter, runner.epoch, batch_idx, parts)
             last = batch_idx == len(runner.train_dataloader) - 1
             if (runner.iter + 1) % LOG_INTERVAL == 0 or last:
-                append_metrics(run_dir, {"type": "iter", **info, **parts})
+                append({"type": "iter", **info, **parts})
             self.bar.set_description(f"epoch {runner.epoch + 1}/{runner.max_epochs}", refresh=False)
             self.bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in parts.items()) + f" lr={self.lr:.3g}",
                                      refresh=False)
@@ -108,7 +113,7 @@ def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress:
 
         def after_train(self, runner) -> None:
             self.bar.close()
-            append_metrics(run_dir, {"type": "end", "epoch": runner.epoch - 1, "iteration": runner.iter - 1,
+            append({"type": "end", "epoch": runner.epoch - 1, "iteration": runner.iter - 1,
                                      "wall_time": time.time()})
 
     return StoreMetricsHook()
@@ -206,11 +211,10 @@ def execute_mmdet(
     if main:
         write_config(run_dir, config, run_id, profile)
         write_env(run_dir, {**environment(device), "mmdet": mmdet.__version__, "stock_config": STOCK_CONFIGS[name]})
-        cfg.dump(str(run_dir / "mmdet_config.py"))
+        atomic_write_text(run_dir / "mmdet_config.py", cfg.pretty_text)
 
     runner = Runner.from_cfg(cfg)
-    if main:
-        runner.register_hook(_store_hook(run_dir, should_stop, progress))
+    runner.register_hook(_store_hook(run_dir, should_stop, progress, main))
     try:
         with _trusted_checkpoints(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
