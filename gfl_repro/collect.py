@@ -18,8 +18,8 @@ import pandas as pd
 from .config import run_id as config_run_id
 from .profiles import Profile
 from .spec import Experiment
-from .mmdet_config import NATIVE_ONLY, expressible
-from .store import MISSING, read_run
+from .mmdet_config import shown_state
+from .store import read_run
 
 PAPER, OURS, DIFF = "paper", "ours", "Δ"
 RUN = "run"
@@ -68,9 +68,7 @@ def collect_table(experiment: Experiment, profile: Profile, results_root: Path,
             config = experiment.resolve(row, profile, engine)
             rid = config_run_id(config)
             record = read_run(results_root, profile.name, rid)
-            state = record.state
-            if engine == "mmdet" and state == MISSING and not expressible(config):
-                state = NATIVE_ONLY
+            state = shown_state(config, record.state)
             if record.problem and record.state != "incomplete":
                 problems.append(f"{experiment.id} / {row.display} ({rid}): {record.problem}")
         for metric in experiment.metrics:

@@ -26,7 +26,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-__all__ = ["STAT_NAMES", "detections_to_coco", "coco_evaluate", "evaluate", "measure_speed"]
+__all__ = ["STAT_NAMES", "detections_to_coco", "coco_evaluate", "device_name", "evaluate", "measure_speed",
+           "time_per_call"]
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -220,6 +221,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_per_call(step: Callable[[Any], Any], items: Sequence[Any], device: torch.device | str, warmup: int = 5,
+                  iters: int | None = None) -> float:
+    """Mean seconds of ``step(item)`` over ``iters`` timed calls (items cycled) after ``warmup``
+    untimed ones, each bracketed by ``torch.cuda.synchronize`` on GPU, under ``torch.no_grad()``."""
+    device = torch.device(device)
+    iters = len(items) if iters is None else int(iters)
+    if iters <= 0:
+        raise ValueError("iters must be positive")
+    total = 0.0
+    with torch.no_grad():
+        for index in range(warmup + iters):
+            item = items[index % len(items)]
+            _sync(device)
+            start = time.perf_counter()
+            step(item)
+            _sync(device)
+            if index >= warmup:
+                total += time.perf_counter() - start
+    return total / iters
+
+
 def measure_speed(model: torch.nn.Module, images_and_targets: Sequence[tuple[torch.Tensor, list[dict]]],
                   device: torch.device | str, warmup: int = 5, iters: int | None = None) -> dict[str, Any]:
     """Batch-1 inference time of ``model.predict`` (network + post-processing).
@@ -248,20 +270,12 @@ def measure_speed(model: torch.nn.Module, images_and_targets: Sequence[tuple[tor
             raise ValueError(f"measure_speed times batch size 1, got a batch of {images.shape[0]}")
     was_training = model.training
     model.eval()
-    total = 0.0
     try:
-        with torch.no_grad():
-            for step in range(warmup + iters):
-                images, targets = images_and_targets[step % len(images_and_targets)]
-                _sync(device)
-                start = time.perf_counter()
-                model.predict(_move_images(images, device), targets)
-                _sync(device)
-                if step >= warmup:
-                    total += time.perf_counter() - start
+        seconds = time_per_call(lambda batch: model.predict(_move_images(batch[0], device), batch[1]),
+                                images_and_targets, device, warmup, iters)
     finally:
         model.train(was_training)
-    ms = total / iters * 1000.0
+    ms = seconds * 1000.0
     return {
         "ms_per_img": ms,
         "fps": 1000.0 / ms if ms > 0 else float("inf"),

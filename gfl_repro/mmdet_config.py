@@ -64,6 +64,8 @@ _STOCK_METHOD = {
 }
 IMAGENET_RGB = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
 MMDET_EXTRA_HINT = "install the mmdet extra: bash scripts/mmdet_extra.sh"
+NATIVE_ONLY = "native only"
+"""The state `status`, `show` and `collect` give an mmdet-engine row only the native engine can run."""
 
 
 class NeedsNativeEngine(ValueError):
@@ -104,6 +106,14 @@ def expressible(config: RunConfig) -> bool:
     except NeedsNativeEngine:
         return False
     return True
+
+
+def shown_state(config: RunConfig, state: str) -> str:
+    """The state `status`, `show` and `collect` print for a run: a missing mmdet-engine run
+    that stock mmdet cannot express is :data:`NATIVE_ONLY`, anything else as it is."""
+    if config.engine == "mmdet" and state == "missing" and not expressible(config):
+        return NATIVE_ONLY
+    return state
 
 
 def stock_config_path(name: str) -> Path:
@@ -211,9 +221,7 @@ def _resize_steps(pipeline: list, config: RunConfig, name: str, train: bool) -> 
     out = []
     for step in copy.deepcopy(list(pipeline)):
         if step["type"] == "Resize":
-            if name == "ssd512":
-                step["scale"] = (long_side, short_side)
-            elif train and config.multiscale:
+            if train and config.multiscale and name != "ssd512":
                 low, high = config.multiscale_short
                 step = dict(type="RandomResize", scale=[(long_side, low), (long_side, high)], keep_ratio=True)
             else:
@@ -299,9 +307,6 @@ def register_tiny_backbones() -> None:
     MODELS.register_module(name="TinyResNeXt", module=TinyResNeXt)
 
 
-NATIVE_ONLY = "native only"
-"""The state `status` and `collect` give an mmdet-engine row that only the native engine can run."""
-
 __all__ = ["NATIVE_ONLY", "NeedsNativeEngine", "STOCK_CONFIGS", "build_config", "check_expressible", "expressible",
-           "register_tiny_backbones",
+           "register_tiny_backbones", "shown_state",
            "stock_name", "tiny_depth"]

@@ -28,7 +28,7 @@ import torch
 from . import distributed
 from .config import RunConfig
 from .datasets.coco import load_coco
-from .evaluate import coco_evaluate, detections_to_coco, device_name
+from .evaluate import coco_evaluate, detections_to_coco, device_name, time_per_call
 from .mmdet_config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
 from .profiles import PROFILES
 from .runner import environment, locate_data, pretrained_weights
@@ -150,21 +150,8 @@ def measure_speed_mmdet(model, loader, images: int = SPEED_IMAGES, warmup: int =
     batches = [b for _, b in zip(range(images), loader)]
     if not batches:
         raise ValueError("measure_speed_mmdet needs at least one batch")
-    cuda = next(model.parameters()).is_cuda
-    total = 0.0
     model.eval()
-    with torch.no_grad():
-        for step in range(warmup + len(batches)):
-            batch = batches[step % len(batches)]
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            model.test_step(batch)
-            if cuda:
-                torch.cuda.synchronize()
-            if step >= warmup:
-                total += time.perf_counter() - start
-    ms = 1000.0 * total / len(batches)
+    ms = 1000.0 * time_per_call(model.test_step, batches, next(model.parameters()).device, warmup)
     return {"ms_per_img": ms, "fps": 1000.0 / ms}
 
 

@@ -9,8 +9,8 @@ from .catalogue import load_catalogue
 from .config import run_id
 from .profiles import Profile
 from .spec import Experiment
-from .mmdet_config import NATIVE_ONLY, expressible
-from .store import DONE, MISSING, read_run
+from .mmdet_config import shown_state
+from .store import DONE, read_run
 
 
 def experiment_summary(exp: Experiment, profile: Profile, results_root: Path,
@@ -55,10 +55,7 @@ def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, e
             rid = run_id(config)
             record = read_run(results_root, profile.name, rid)
             entry["run_id"] = rid if row.train else None
-            state = record.state
-            if engine == "mmdet" and state == MISSING and not expressible(config):
-                state = NATIVE_ONLY
-            entry["state"] = state if row.train else "analysis only"
+            entry["state"] = shown_state(config, record.state) if row.train else "analysis only"
             entry["reproduced"] = {m: record.metric(m) for m in exp.metrics} if record.state == DONE else None
             entry["config"] = config.to_dict()
         rows.append(entry)

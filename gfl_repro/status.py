@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .jobstate import MISSING, run_state
-from .mmdet_config import NATIVE_ONLY, expressible
+from .jobstate import run_state
+from .mmdet_config import shown_state
 from .profiles import Profile
 from .spec import Experiment
 from .store import DONE, read_metrics, read_run, run_dir
@@ -43,10 +43,7 @@ def status_rows(experiments: list[Experiment], profile: Profile, results_root: P
             if rid not in cache:
                 directory = run_dir(results_root, profile.name, rid)
                 state = run_state(directory, ask_scheduler=ask_scheduler)
-                shown = state.state
-                if engine == "mmdet" and shown == MISSING and not expressible(config):
-                    shown = NATIVE_ONLY
-                entry: dict[str, Any] = {"run_id": rid, "state": shown, "job_id": state.job.get("job_id"),
+                entry: dict[str, Any] = {"run_id": rid, "state": shown_state(config, state.state), "job_id": state.job.get("job_id"),
                                          "launcher": state.job.get("launcher"), "error": state.detail}
                 entry.update(training_progress(directory))
                 if state.state == DONE:
