@@ -39,18 +39,28 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_submitit() -> torch.device | None:
-    """Join the job's process group when the Slurm job has several tasks; the local device.
-
-    Returns None for single-task jobs (nothing to set up).
-    """
+def job_environment():
+    """submitit's ``JobEnvironment`` of this process, or None outside a submitit job."""
     import submitit
 
     try:
-        env = submitit.JobEnvironment()
+        return submitit.JobEnvironment()
     except RuntimeError:
         return None
-    if env.num_tasks <= 1:
+
+
+def init_from_submitit() -> torch.device | None:
+    """Join the job's process group when the Slurm job has several tasks; the local device.
+
+    Returns None when there is nothing to set up: a single-task job, no submitit job, or a
+    process group that is already running.
+    """
+    import submitit
+
+    if world_size() > 1:
+        return None
+    env = job_environment()
+    if env is None or env.num_tasks <= 1:
         return None
     dist_env = submitit.helpers.TorchDistributedEnvironment().export()
     use_cuda = torch.cuda.is_available()
@@ -58,6 +68,15 @@ def init_from_submitit() -> torch.device | None:
         torch.cuda.set_device(dist_env.local_rank)
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=dist_env.rank, world_size=dist_env.world_size)
     return torch.device(f"cuda:{dist_env.local_rank}") if use_cuda else torch.device("cpu")
+
+
+def reduce_mean(value: float, device: torch.device) -> float:
+    """mmdet's ``reduce_mean``: the average of a scalar over the processes (itself with one)."""
+    if world_size() == 1:
+        return value
+    tensor = torch.tensor(value, device=device)
+    dist.all_reduce(tensor)
+    return float(tensor) / dist.get_world_size()
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -68,4 +87,5 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDetector(model, device_ids=ids, find_unused_parameters=False)
 
 
-__all__ = ["DistributedDetector", "init_from_submitit", "wrap", "rank", "world_size", "is_main"]
+__all__ = ["DistributedDetector", "init_from_submitit", "is_main", "job_environment", "rank", "reduce_mean", "world_size",
+           "wrap"]

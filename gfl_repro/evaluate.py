@@ -35,10 +35,12 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from .store import COCO_STATS, atomic_write_text
+
 __all__ = ["STAT_NAMES", "detections_to_coco", "coco_evaluate", "device_name", "evaluate", "measure_speed",
            "time_per_call"]
 
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+STAT_NAMES = COCO_STATS  # the 12 COCOeval bbox stats, in order
 
 
 def _to_numpy(x: Any, dtype) -> np.ndarray:
@@ -139,15 +141,6 @@ def _move_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True)
 
 
-def _write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, label_to_cat_id: Sequence[int],
              device: torch.device | str, progress: bool = True, verbose: bool = False,
              results_file: str | os.PathLike | None = None,
@@ -197,7 +190,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, label_to_c
     finally:
         model.train(was_training)
     if results_file is not None:
-        _write_json_atomic(results_file, results)
+        atomic_write_text(Path(results_file), json.dumps(results))
     return coco_evaluate(coco_gt, results, image_ids, verbose=verbose, max_dets=max_dets)
 
 

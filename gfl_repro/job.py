@@ -28,9 +28,10 @@ from pathlib import Path
 import submitit
 
 from .jobstate import FAILED, PENDING, RUNNING, last_error_line, read_job, write_job
-from .store import DONE
+from .config import RunConfig
+from .distributed import job_environment
 from .runner import execute
-from .store import CONFIG_FILE, read_config
+from .store import CONFIG_FILE, DONE
 
 CHECKPOINT_EVERY = 50  # iterations; bounds the work a hard kill can lose
 
@@ -41,9 +42,8 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict | None:
         run_dir = Path(self.run_dir)
-        config = read_config(run_dir)
         meta = _read_meta(run_dir)
-        env = _submitit_env()
+        env = job_environment()
         rank = env.global_rank if env else 0
         if rank == 0:
             fields = {"state": RUNNING, "pid": os.getpid(), "host": os.uname().nodename, "error": ""}
@@ -54,7 +54,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         previous = _intercept_preemption(stop) if env is not None else None
         try:
             result = execute(
-                config, run_dir, run_id=meta["run_id"], profile=meta["profile"],
+                meta["config"], run_dir, run_id=meta["run_id"], profile=meta["profile"],
                 data_root=Path(meta["data_root"]) if meta.get("data_root") else None,
                 progress=False, should_stop=stop.is_set, checkpoint_interval=CHECKPOINT_EVERY,
             )
@@ -65,7 +65,7 @@ class TrainJob(submitit.helpers.Checkpointable):
             raise
         if stop.is_set():  # stopped by the preemption signal: checkpoint written
             if rank == 0:
-                write_job(run_dir, state=PENDING, requeued=_read_meta(run_dir).get("requeued", 0) + 1)
+                write_job(run_dir, state=PENDING, requeued=read_job(run_dir).get("requeued", 0) + 1)
             if previous is not None and callable(previous):
                 previous(_preempt_signal(), None)  # submitit: checkpoint() + requeue + exit
             return None
@@ -79,18 +79,10 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def _read_meta(run_dir: Path) -> dict:
-    """run_id and profile (config.json), data root and requeue count (job.json)."""
+    """The run's config, run_id and profile (config.json) and data root (job.json)."""
     stored = json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    job = read_job(run_dir)
-    return {"run_id": stored["run_id"], "profile": stored["profile"], "data_root": job.get("data_root"),
-            "requeued": job.get("requeued", 0)}
-
-
-def _submitit_env():
-    try:
-        return submitit.JobEnvironment()
-    except RuntimeError:
-        return None
+    return {"config": RunConfig.from_dict(stored["config"]), "run_id": stored["run_id"], "profile": stored["profile"],
+            "data_root": read_job(run_dir).get("data_root")}
 
 
 def _preempt_signal() -> int:

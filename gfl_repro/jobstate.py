@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import DONE, RESULT_FILE, atomic_write_json
+from .store import DONE, MISSING, RESULT_FILE, atomic_write_json
 
 JOB_FILE = "job.json"
-MISSING, PENDING, RUNNING, FAILED = "missing", "pending", "running", "failed"
+PENDING, RUNNING, FAILED = "pending", "running", "failed"
 LIVE = (PENDING, RUNNING)
 
 

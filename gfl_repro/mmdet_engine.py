@@ -31,14 +31,12 @@ from .datasets.coco import load_coco
 from .evaluate import coco_evaluate, detections_to_coco, device_name, time_per_call
 from .mmdet_config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
 from .profiles import PROFILES
-from .runner import environment, locate_data, pretrained_weights
+from .runner import SPEED_IMAGES, default_workers, environment, locate_data, pretrained_weights
 from .store import append_metrics, atomic_write_text, write_config, write_env, write_result
-from .train import NonFiniteLoss
+from .train import DEFAULT_LOG_INTERVAL, NonFiniteLoss
 
 ENGINE = "mmdet"
 WORK_SUBDIR = "mmdet"
-SPEED_IMAGES = 20
-LOG_INTERVAL = 10
 
 
 class _Stopped(Exception):
@@ -101,7 +99,7 @@ def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress:
                 append({"type": "error", "error": "NonFiniteLoss", **info, **parts})
                 raise NonFiniteLoss(runner.iter, runner.epoch, batch_idx, parts)
             last = batch_idx == len(runner.train_dataloader) - 1
-            if (runner.iter + 1) % LOG_INTERVAL == 0 or last:
+            if (runner.iter + 1) % DEFAULT_LOG_INTERVAL == 0 or last:
                 append({"type": "iter", **info, **parts})
             self.bar.set_description(f"epoch {runner.epoch + 1}/{runner.max_epochs}", refresh=False)
             self.bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in parts.items()) + f" lr={self.lr:.3g}",
@@ -181,8 +179,7 @@ def execute_mmdet(
     register_tiny_backbones()
     name = stock_name(config)
     run_dir = Path(run_dir)
-    if not distributed.world_size() > 1:
-        distributed.init_from_submitit()
+    distributed.init_from_submitit()
     world = distributed.world_size()
     data = locate_data(config, data_root, cache_dir, progress)
     weights = pretrained_weights(config)
@@ -191,7 +188,7 @@ def execute_mmdet(
         config, classes=category_names(data.train_annotations), train_images=data.train_images,
         train_annotations=data.train_annotations, val_images=data.val_images, val_annotations=data.val_annotations,
         work_dir=run_dir / WORK_SUBDIR, pretrained=weights, world_size=world,
-        num_workers=num_workers if num_workers is not None else (0 if device.type == "cpu" else 4),
+        num_workers=default_workers(device, num_workers),
     )
     cfg.log_level = "WARNING"  # mmengine's INFO dumps the environment and config; the bar shows progress
     main = distributed.rank() == 0

@@ -24,7 +24,7 @@ from .evaluate import evaluate, measure_speed
 from .models.detector import build_detector, check_supported
 from .profiles import PROFILES
 from .store import write_config, write_env, write_result
-from .train import checkpoint_path, fit, load_checkpoint, seed_everything
+from .train import fit, seed_everything
 
 ENGINE = "native"
 COCO_ENV = "GFL_REPRO_COCO"
@@ -92,6 +92,11 @@ def pretrained_weights(config: RunConfig) -> Path | None:
     return path
 
 
+def default_workers(device: torch.device, requested: int | None = None) -> int:
+    """Data-loading worker processes: as requested, else 0 on CPU (no fork overhead) and 4 on GPU."""
+    return requested if requested is not None else (0 if device.type == "cpu" else 4)
+
+
 def environment(device: torch.device) -> dict:
     import torchvision
 
@@ -137,13 +142,13 @@ def execute(
                              cache_dir=cache_dir, progress=progress, should_stop=should_stop, num_workers=num_workers)
     check_supported(config)
     run_dir = Path(run_dir)
-    process_device = distributed.init_from_submitit() if not distributed.world_size() > 1 else None
+    process_device = distributed.init_from_submitit()
     dev = process_device or torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = locate_data(config, data_root, cache_dir, progress)
     weights = pretrained_weights(config)
     write_config(run_dir, config, run_id, profile)
     write_env(run_dir, environment(dev))
-    workers = num_workers if num_workers is not None else (0 if dev.type == "cpu" else 4)
+    workers = default_workers(dev, num_workers)
 
     scale = tuple(config.image_scale)
     train_set = CocoDetection(
@@ -156,21 +161,20 @@ def execute(
     model = distributed.wrap(detector, dev)
     rank, world = distributed.rank(), distributed.world_size()
 
-    def make_loader(epoch: int):
+    def make_loader(epoch: int, start: int = 0):
         loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed,
-                              rank=rank, world_size=world)
+                              rank=rank, world_size=world, start=start)
         loader.sampler.set_epoch(epoch)
         return loader
 
-    fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
-        amp=dev.type == "cuda", checkpoint_interval=checkpoint_interval)
-    if rank != 0 or load_checkpoint(checkpoint_path(run_dir))["epoch"] < config.epochs:
+    finished = fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
+                   amp=dev.type == "cuda", checkpoint_interval=checkpoint_interval)
+    if rank != 0 or not finished:
         return None  # other ranks stop here; or interrupted by should_stop (the checkpoint resumes it)
     model = detector
 
     val_loader = build_loader(val_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False, num_workers=workers)
-    label_to_cat = [val_set.label2cat[i] for i in range(len(val_set.cat_ids))]
-    stats = evaluate(model, val_loader, val_set.coco, label_to_cat, dev, progress=progress)
+    stats = evaluate(model, val_loader, val_set.coco, list(val_set.cat_ids), dev, progress=progress)
     single = build_loader(val_set, batch_size=1, shuffle=False, num_workers=0)
     batches = [b for _, b in zip(range(SPEED_IMAGES), single)]
     speed = measure_speed(model, batches, dev, warmup=min(5, len(batches)))

@@ -80,7 +80,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .schedule import lr_at, lr_factor
+from .distributed import is_main
+from .schedule import lr_factor
 from .store import append_metrics, atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
@@ -205,12 +206,6 @@ def _isolated_rng(seed: int) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------ checkpoints
-
-
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def checkpoint_path(run_dir: str | os.PathLike) -> Path:
@@ -385,7 +380,7 @@ def fit(
     grad_clip: float | None = None,
     should_stop: Callable[[], bool] | None = None,
     log_interval: int = DEFAULT_LOG_INTERVAL,
-) -> None:
+) -> bool:
     """Train ``model`` for ``epochs`` (default ``config.epochs``) epochs, resuming if possible.
 
     Args:
@@ -409,13 +404,12 @@ def fit(
         amp: bf16 autocast for the forward pass on CUDA; ignored on other devices.
         grad_clip: clip the global gradient L2 norm to this value (GFL uses none).
         should_stop: polled after every iteration; when it returns True the state after that
-            iteration is checkpointed and fit returns (for preemption signals). The caller can
-            tell a stop from completion by ``load_checkpoint(...)["epoch"] < epochs``.
+            iteration is checkpointed and fit returns (for preemption signals).
         log_interval: write an ``iter`` metrics record every this many global iterations.
 
-    When fit returns (all epochs done, or stopped on request) ``model`` holds the trained
-    weights of ``checkpoints/last.pt``, also when the checkpoint was already complete on entry
-    (nothing is trained then).
+    Returns True when all epochs are done (also when the checkpoint was already complete on
+    entry: nothing is trained then), False when stopped on request before that. Either way
+    ``model`` holds the weights of ``checkpoints/last.pt``.
 
     Raises:
         NonFiniteLoss: a loss part became NaN/inf; raised before that iteration's update and
@@ -455,15 +449,21 @@ def fit(
     else:
         seed_everything(config.seed)
     if state.epoch >= epochs:
-        return
+        return state.epoch >= epochs
     if resumed:
         _set_rng_state(rng, with_cuda)  # last, so that nothing above perturbs the stream
 
-    main = _is_main_process()  # with several processes only rank 0 writes files and shows progress
+    main = is_main()  # with several processes only rank 0 writes files and shows progress
 
     def log(directory, record) -> None:
         if main:
             append_metrics(directory, record)
+
+    def flush(info: dict[str, Any]) -> None:
+        """Write the mean of the iterations since the last ``iter`` record, if any."""
+        if window.n:
+            log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
+            window.reset()
 
     def save() -> None:
         if not main:
@@ -479,7 +479,6 @@ def fit(
     autocast = (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     bar = tqdm(initial=state.global_iter, total=None, disable=not progress or not main, dynamic_ncols=True, unit="it")
     window = _Window()
-    record: dict[str, Any] = {}
     try:
         for epoch in range(state.epoch, epochs):
             if epoch != state.epoch:
@@ -529,8 +528,7 @@ def fit(
                 info = {"epoch": epoch, "iter": index, "iteration": iteration, "lr": lr, "epochs": epochs,
                         "epoch_iters": length}
                 if (iteration + 1) % log_interval == 0 or last_of_epoch:
-                    log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
-                    window.reset()
+                    flush(info)
                 if on_iteration is not None:
                     on_iteration({**info, **record})
                 bar.update(1)
@@ -539,12 +537,10 @@ def fit(
                 )
                 if should_stop is not None and should_stop():
                     stopped = True
-                    if window.n:
-                        log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
-                        window.reset()
+                    flush(info)
                     if not last_of_epoch:
                         save()
-                        return
+                        return state.epoch >= epochs
                     break
                 if checkpoint_interval and (iteration + 1) % checkpoint_interval == 0 and not last_of_epoch:
                     save()
@@ -552,8 +548,7 @@ def fit(
 
             # epoch end (also reached by a resume whose checkpoint sits at the epoch's end)
             if window.n:  # length unknown: the window was not flushed at the last batch
-                log(run_dir, {"type": "iter", **info, **window.means(), "n": window.n})
-                window.reset()
+                flush(info)
             count = state.epoch_count
             means = {k: v / count for k, v in state.epoch_sums.items()} if count else {}
             log(run_dir, {
@@ -563,9 +558,10 @@ def fit(
             state.start_epoch(epoch + 1)
             save()
             if stopped:
-                return
+                return state.epoch >= epochs
         log(run_dir, {"type": "end", "epoch": epochs - 1, "iteration": state.global_iter - 1,
                                  "wall_time": time.time()})
+        return True
     except NonFiniteLoss as err:
         log(run_dir, {"type": "error", "error": "NonFiniteLoss", "message": str(err),
                                  "epoch": err.epoch, "iter": err.iter, "iteration": err.iteration})
@@ -580,7 +576,6 @@ __all__ = [
     "checkpoint_path",
     "fit",
     "load_checkpoint",
-    "lr_at",
     "seed_everything",
     "CHECKPOINT_DIR",
     "CHECKPOINT_FILE",

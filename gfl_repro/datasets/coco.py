@@ -207,15 +207,18 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 32,
 class EpochSampler(Sampler):
     """Yields ``(index, epoch)`` keys; the order is a permutation seeded by (seed, epoch) when
     ``shuffle``, else 0..n-1.  Each ``__iter__`` uses the current epoch, then advances it by one;
-    ``set_epoch(e)`` sets the epoch of the next ``__iter__`` (e.g. on resume)."""
+    ``set_epoch(e)`` sets the epoch of the next ``__iter__`` (e.g. on resume).  ``start``
+    skips that many of this process's batches at the head of every epoch (a mid-epoch resume
+    then reads no image it does not train on)."""
 
     def __init__(self, num_items: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 global_batch: int = 1):
+                 global_batch: int = 1, start: int = 0):
         self.num_items = int(num_items)
         self.shuffle = shuffle
         self.seed = int(seed)
         self.epoch = 0
         self.rank, self.world_size, self.global_batch = int(rank), int(world_size), int(global_batch)
+        self.skip = int(start) * (self.global_batch // self.world_size)  # items: whole per-process batches
         if self.world_size > 1 and self.global_batch % self.world_size:
             raise ValueError(f"batch size {global_batch} does not split over {world_size} processes")
 
@@ -249,12 +252,14 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
         self.epoch += 1
-        return iter([(i, epoch) for i in self.rank_order(epoch)])
+        return iter([(i, epoch) for i in self.rank_order(epoch)[self.skip:]])
 
     def __len__(self) -> int:
         if self.world_size == 1:
-            return self.num_items
-        return -(-self.num_items // self.global_batch) * (self.global_batch // self.world_size)
+            total = self.num_items
+        else:
+            total = -(-self.num_items // self.global_batch) * (self.global_batch // self.world_size)
+        return max(total - self.skip, 0)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -268,14 +273,15 @@ def seed_worker(worker_id: int) -> None:
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                  seed: int = 0, drop_last: bool = False, size_divisor: int = 32,
-                 persistent_workers: bool = True, rank: int = 0, world_size: int = 1) -> DataLoader:
+                 persistent_workers: bool = True, rank: int = 0, world_size: int = 1, start: int = 0) -> DataLoader:
     """DataLoader with an ``EpochSampler`` (deterministic order per epoch: call
     ``loader.sampler.set_epoch(e)`` to resume), ``collate`` padding to ``size_divisor`` and
     seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers.
     With ``world_size`` > 1, ``batch_size`` is the global batch and this process loads its
-    ``batch_size / world_size`` share of each (see ``EpochSampler.rank_order``)."""
+    ``batch_size / world_size`` share of each (see ``EpochSampler.rank_order``); ``start``
+    skips that many batches at the head of each epoch."""
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
-                           global_batch=batch_size)
+                           global_batch=batch_size, start=start)
     batch_size = batch_size // world_size
     generator = torch.Generator()
     generator.manual_seed(int(seed))

@@ -162,15 +162,6 @@ def normalize_image(img: np.ndarray, mean: Sequence[float] = MEAN_RGB,
     return (t - m) / s
 
 
-def denormalize_image(img: torch.Tensor, mean: Sequence[float] = MEAN_RGB,
-                      std: Sequence[float] = STD_RGB) -> np.ndarray:
-    """Inverse of ``normalize_image`` for visualisation: (3, H, W) -> uint8 (H, W, 3)."""
-    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    out = (img.detach().cpu().float() * s + m).round().clamp(0, 255).to(torch.uint8)
-    return out.permute(1, 2, 0).numpy()
-
-
 def sample_random_scale(scales: Sequence[Scale], rng: np.random.Generator) -> Scale:
     """mmcv ``RandomResize._random_sample``: edge_0 uniform over the first components, then
     edge_1 uniform over the second components, both ends inclusive (integers)."""

@@ -22,8 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from .box_ops import distance2bbox
-from .head import HeadOutputs, Scale, _mean_over_processes, conv_tower
+from ..distributed import reduce_mean
+from .head import HeadOutputs, Scale, conv_tower
 from .losses import centerness_from_distances, centerness_loss, focal_loss, giou_loss
+from .priors import GFL_STRIDES
 from .priors import points as grid_points
 
 INF = 1e8
@@ -37,7 +39,7 @@ class FCOSConfig:
     feat_channels: int = 256
     stacked_convs: int = 4
     norm_groups: int = 32
-    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    strides: tuple[int, ...] = GFL_STRIDES
     regress_ranges: tuple[tuple[float, float], ...] = REGRESS_RANGES
     center_sample_radius: float = 1.5
     focal_gamma: float = 2.0
@@ -126,12 +128,12 @@ class FCOSHead(nn.Module):
         ctr = torch.cat([x.permute(0, 2, 3, 1).reshape(-1) for x in outputs.quality])
 
         pos = torch.nonzero((labels >= 0) & (labels < C)).reshape(-1)
-        num_pos = max(_mean_over_processes(float(len(pos)), cls.device), 1.0)
+        num_pos = max(reduce_mean(float(len(pos)), cls.device), 1.0)
         losses = {"loss_cls": focal_loss(cls, labels, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha,
                                          reduction="mean", avg_factor=num_pos)}
         pos_reg, pos_ctr, pos_targets = reg[pos], ctr[pos], targets[pos]
         ctr_targets = centerness_from_distances(pos_targets)
-        denorm = max(_mean_over_processes(float(ctr_targets.sum()), cls.device), 1e-6)
+        denorm = max(reduce_mean(float(ctr_targets.sum()), cls.device), 1e-6)
         if len(pos):
             # as mmdet: both boxes decode stride-unit distances from pixel points (GIoU is what matters)
             pos_points = flat_points[pos]

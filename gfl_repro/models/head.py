@@ -40,11 +40,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .assigner import atss_assign
-from .box_ops import aligned_iou, delta2bbox, distance2bbox
+from ..distributed import reduce_mean
+from .box_ops import aligned_iou, bbox2distance, delta2bbox, distance2bbox
 from .losses import (
     centerness_loss,
     centerness_target,
@@ -56,9 +56,8 @@ from .losses import (
     quality_focal_loss,
     reg_distribution,
 )
-from .priors import anchor_centers, grid_anchors
+from .priors import GFL_STRIDES, anchor_centers, grid_anchors
 
-STRIDES = (8, 16, 32, 64, 128)
 SEPARATE_BRANCHES = ("centerness", "iou")
 GUIDED = ("centerness_guided", "iou_guided")
 
@@ -74,7 +73,7 @@ class HeadConfig:
     feat_channels: int = 256
     stacked_convs: int = 4
     norm_groups: int = 32
-    strides: tuple[int, ...] = STRIDES
+    strides: tuple[int, ...] = GFL_STRIDES
     anchor_scale: float = 8.0  # anchor side = 8 × stride
     atss_topk: int = 9
     qfl_beta: float = 2.0
@@ -223,7 +222,7 @@ class DenseHead(nn.Module):
         cls = _flatten(outputs.cls, C)
         reg = _flatten(outputs.reg, cfg.reg_channels)
         pos = torch.nonzero((t.labels >= 0) & (t.labels < C)).squeeze(1)
-        num_pos = max(_mean_over_processes(float(t.avg_factor), cls.device), 1.0)
+        num_pos = max(reduce_mean(float(t.avg_factor), cls.device), 1.0)
 
         pos_anchors, pos_strides, pos_gt = t.anchors[pos], t.strides[pos], t.boxes[pos]
         pos_reg = reg[pos]
@@ -257,14 +256,14 @@ class DenseHead(nn.Module):
             )
 
         if cfg.quality == "joint":
-            box_weight = cls.detach().sigmoid().max(dim=1).values[pos]
+            box_weight = cls.detach()[pos].sigmoid().max(dim=1).values
         elif cfg.quality == "centerness":
             box_weight = ctr_target
         elif cfg.quality == "iou":
             box_weight = iou_target
         else:
             box_weight = pos_gt.new_ones(len(pos))
-        box_norm = max(_mean_over_processes(float(box_weight.sum()), cls.device), 1.0)
+        box_norm = max(reduce_mean(float(box_weight.sum()), cls.device), 1.0)
 
         if len(pos):
             losses["loss_bbox"] = cfg.box_loss_weight * giou_loss(
@@ -275,7 +274,7 @@ class DenseHead(nn.Module):
         if cfg.box == "general" and cfg.dfl_weight > 0:
             if len(pos):
                 corners = dfl_target(
-                    distance_from(centers, gt_boxes), cfg.reg_max, cfg.bin_width
+                    bbox2distance(centers, gt_boxes), cfg.reg_max, cfg.bin_width
                 ).reshape(-1)
                 losses["loss_dfl"] = cfg.dfl_weight * distribution_focal_loss(
                     pos_reg.reshape(-1, cfg.bins), corners,
@@ -308,17 +307,6 @@ class DenseHead(nn.Module):
             return distance2bbox(anchor_centers(anchors), self._integral(reg) * stride, max_shape=img_shape)
         return delta2bbox(anchors, reg, max_shape=img_shape)
 
-    def distributions(self, reg_logits: Tensor) -> Tensor:
-        """(…, 4, n+1) per-side probabilities of the General distribution (Fig. 3)."""
-        return reg_distribution(reg_logits, self.cfg.bins)
-
-
-def distance_from(centers: Tensor, boxes: Tensor) -> Tensor:
-    """(l, t, r, b) from points to boxes, unclamped (the DFL target clamps)."""
-    return torch.stack(
-        [centers[:, 0] - boxes[:, 0], centers[:, 1] - boxes[:, 1], boxes[:, 2] - centers[:, 0], boxes[:, 3] - centers[:, 1]],
-        dim=1,
-    )
 
 
 def _flatten(levels: list[Tensor], channels: int) -> Tensor:
@@ -326,12 +314,3 @@ def _flatten(levels: list[Tensor], channels: int) -> Tensor:
     B = levels[0].shape[0]
     per_image = torch.cat([x.permute(0, 2, 3, 1).reshape(B, -1, channels) for x in levels], dim=1)
     return per_image.reshape(-1, channels)
-
-
-def _mean_over_processes(value: float, device: torch.device) -> float:
-    """mmdet's reduce_mean: the average of a scalar over distributed processes."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    tensor = torch.tensor(value, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor) / dist.get_world_size()
