@@ -256,7 +256,7 @@ class DenseHead(nn.Module):
             )
 
         if cfg.quality == "joint":
-            box_weight = cls.detach()[pos].sigmoid().max(dim=1).values
+            box_weight = cls.detach().sigmoid().max(dim=1).values[pos]
         elif cfg.quality == "centerness":
             box_weight = ctr_target
         elif cfg.quality == "iou":
