@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from gfl_repro.config import RunConfig
+from gfl_repro.specs.run_config import RunConfig
 from gfl_repro.models.detector import build_detector
-from gfl_repro.profiles import PROFILES, apply_profile
-from gfl_repro.recipes import RECIPES
+from gfl_repro.specs.profiles import PROFILES, apply_profile
+from gfl_repro.specs.recipes import RECIPES
 
 
 def gfl_config(profile: str) -> RunConfig:

@@ -7,19 +7,18 @@ print one line ``gfl-repro: error: ...`` and exit with status 2, never a traceba
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
-from .collect import FORMATS, collect_table, render
-from .config import ENGINES
-from .overview import describe_experiment, format_description, list_experiments
-from .profiles import DEFAULT_PROFILE, PROFILES, Profile
-from .spec import SpecError
+from .report.collect import FORMATS, collect_table, render
+from .report.overview import describe_experiment, format_description, list_experiments
+from .specs.catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
+from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile
+from .specs.run_config import ENGINES
+from .specs.spec import SpecError
 from .store import atomic_write_text, tables_dir
 
 USAGE_EXIT = 2
@@ -205,17 +204,15 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, launcher: str, dry_run: bool,
-                retry: bool,
-                data_root: Path | None, device: str | None, max_parallel: int | None, launcher_config: Path | None,
-                quiet: bool, **slurm_flags) -> None:
+                retry: bool, data_root: Path | None, device: str | None, max_parallel: int | None,
+                launcher_config: Path | None, quiet: bool, **slurm_flags) -> None:
     """Train and evaluate the runs of EXPERIMENTS: done, pending and running runs are skipped."""
-    from .jobstate import PENDING, write_job
-    from .launch import plan_runs, run_inline
-    from .launchers import (LAUNCHERS, LaunchError, default_local_cap, launch_lock, select_runs, slurm_options,
-                            submit_local, submit_slurm)
-    from .runner import DataError, locate_data, pretrained_weights
-    from .store import run_dir
-    from .train import NonFiniteLoss
+    from .engines.environment import DataError
+    from .engines.errors import NonFiniteLoss
+    from .launch.errors import LaunchError
+    from .launch.plan import plan_runs
+    from .launch.run import LAUNCHERS, LaunchOptions, run
+    from .launch.slurm import slurm_options
 
     profile = _profile(profile_name)
     engine = _engine(engine)
@@ -225,63 +222,24 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
         if device is not None:
             raise UserError("--device is the native engine's option; with --engine mmdet, mmengine uses CUDA when "
                             "available")
-    try:
-        options = slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None
-    except LaunchError as err:
-        raise UserError(str(err)) from None
     if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel must be >= 1, got {max_parallel}")
     chosen = _guard(select, experiments, obj["experiments"])
     plan = _guard(plan_runs, chosen, profile, engine)
-    if not plan.runs and len(plan.unsupported) == 1:
-        raise UserError(plan.unsupported[0])
     for item in plan.unsupported:
         click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
-    if not plan.runs:
-        what = (f"{len(plan.unsupported)} row(s) need the native engine (listed above)" if engine == "mmdet"
-                else f"{len(plan.unsupported)} row(s) need engine support that does not exist yet (listed above)")
-        raise UserError("nothing to run: " + (what if plan.unsupported else "these experiments have no training runs"))
-    results = obj["results"]
     try:
-        with launch_lock(results, profile):
-            sel = select_runs(plan, profile, results, retry)
-            if sel.submit and sel.submit[0].config.dataset != "synthetic":
-                locate_data(sel.submit[0].config, data_root)  # fail before anything is submitted
-            for planned in sel.submit:
-                pretrained_weights(planned.config)
-            skipped = ", ".join(f"{state} {len([1 for _, s in sel.skipped if s == state])}"
-                                for state in sorted({s for _, s in sel.skipped}))
-            click.echo(f"{len(sel.submit)} run(s) to {('submit' if launcher != 'inline' else 'run')}"
-                       + (f"; skipped: {skipped}" if skipped else "")
-                       + f" ({profile.label}, {engine} engine, launcher {launcher})")
-            if dry_run:
-                for planned in sel.submit:
-                    click.echo(f"  would run {planned.run_id}: {', '.join(planned.rows)}")
-                if options is not None:
-                    resources = ", ".join(f"{k}={v}" for k, v in options.submitit_parameters().items())
-                    click.echo(f"  slurm: one job array of {len(sel.submit)}; {resources}")
-                elif launcher == "local":
-                    click.echo(f"  local: at most {max_parallel or default_local_cap()} at a time")
-                return
-            if launcher == "slurm":
-                ids = submit_slurm(sel.submit, profile, results, options, data_root)
-                for planned, job_id in zip(sel.submit, ids):
-                    click.echo(f"  submitted {planned.run_id} as Slurm job {job_id}")
-            elif launcher == "local":
-                pid = submit_local(sel.submit, profile, results, max_parallel or default_local_cap(), data_root)
-                if sel.submit:
-                    click.echo(f"  local launcher pid {pid} runs them; follow with: gfl-repro status")
-            else:
-                for planned in sel.submit:
-                    write_job(run_dir(results, profile.name, planned.run_id), launcher="inline", state=PENDING,
-                              pid=os.getpid(), error="")
-        if launcher == "inline":
-            run_inline(sel.submit, profile, results, data_root=data_root, device=device, progress=not quiet,
-                       echo=click.echo)
+        options = LaunchOptions(
+            launcher=launcher, dry_run=dry_run, retry=retry, data_root=data_root, device=device,
+            max_parallel=max_parallel, progress=not quiet,
+            slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
+        run(plan, profile, obj["results"], options, echo=click.echo)
     except (DataError, LaunchError) as err:
         raise UserError(str(err)) from None
     except NonFiniteLoss as err:
         raise click.ClickException(str(err)) from None
+    if dry_run:
+        return
     flags = f"--profile {profile.name}" + (f" --engine {engine}" if engine != "native" else "")
     click.echo(f"status:  gfl-repro status {' '.join(experiments)} {flags}")
     click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} {flags}")
@@ -295,7 +253,7 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
 @click.pass_obj
 def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, fmt: str) -> None:
     """State of every run (missing / pending / running / done / failed), progress, AP, last error."""
-    from .status import format_status, status_rows
+    from .report.status import format_status, status_rows
 
     profile = _profile(profile_name)
     engine = _engine(engine)
@@ -313,7 +271,7 @@ def _require_mmdet() -> None:
         import mmcv.ops  # noqa: F401  (the compiled ops mmdet's heads need)
         import mmdet  # noqa: F401
     except ImportError as err:
-        from .mmdet_config import MMDET_EXTRA_HINT
+        from .engines.mmdet.config import MMDET_EXTRA_HINT
 
         raise UserError(f"--engine mmdet needs mmdetection 3.3 ({err}); {MMDET_EXTRA_HINT}") from None
 
@@ -323,7 +281,7 @@ def _require_mmdet() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the native checkpoint.")
 def import_mmdet_command(checkpoint: Path, out: Path) -> None:
     """Convert an mmdet 3.x/2.x GFL or ATSS checkpoint into the native format (loads with weights_only=True)."""
-    from .mmdet_import import CheckpointImportError, import_checkpoint
+    from .engines.mmdet.convert import CheckpointImportError, import_checkpoint
 
     try:
         info = import_checkpoint(checkpoint, out)
@@ -345,7 +303,7 @@ def data_group() -> None:
 def data_synth_command(out: Path | None, num_train: int, num_val: int, seed: int) -> None:
     """Generate a deterministic synthetic COCO-format dataset (images + instances_*.json)."""
     from .datasets.synthetic import ensure_synthetic, generate
-    from .runner import default_cache_dir
+    from .engines.environment import default_cache_dir
 
     if out is None:
         path = ensure_synthetic(default_cache_dir(), num_train=num_train, num_val=num_val, seed=seed)

@@ -1,6 +1,6 @@
 """The results store: one directory per run, files only.
 
-Layout (DESIGN.md §1)::
+Layout::
 
     results/<profile>/runs/<run_id>/
         config.json     the resolved RunConfig, run_id, profile
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from .config import RunConfig
+from .specs.run_config import RunConfig
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 """Names of ``COCOeval.stats`` in order (pycocotools); -1 there means no GT in that range."""
@@ -53,9 +53,23 @@ def tables_dir(results_root: Path, profile: str) -> Path:
 # ------------------------------------------------------------------------------ writing
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def _file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give: 0666 minus the process umask (so a
+    results directory shared by a group stays readable by it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None],
+                 before_replace: Callable[[], None] | None = None) -> None:
     """Call ``write(handle)`` on a temporary file beside ``path``, fsync, then rename it over
-    ``path``: readers see the old file or the new one, never a partial one."""
+    ``path``: readers see the old file or the new one, never a partial one.
+
+    ``before_replace`` runs after the new content is safely on disk and just before the
+    rename (e.g. to keep the old file under another name). The file gets the permissions of a
+    plain ``open``: 0666 minus the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -64,6 +78,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gfl_repro.catalogue import load_catalogue
-from gfl_repro.profiles import PROFILES
+from gfl_repro.specs.catalogue import load_catalogue
+from gfl_repro.specs.profiles import PROFILES
 from gfl_repro.store import run_dir, write_config, write_result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def smoke():
 
 def finish_run(results_root: Path, profile, experiment, row, ap: float = 0.3, fps: float | None = None) -> str:
     """Write the files of a finished run for ``row`` (stats: AP=ap, the others derived)."""
-    from gfl_repro.config import run_id
+    from gfl_repro.specs.run_config import run_id
 
     config = experiment.resolve(row, profile)
     rid = run_id(config)

@@ -1,6 +1,6 @@
 """Independent transcription of the GFL paper's tables (Li et al., NeurIPS 2020), typed by hand from the paper text. Tests compare the experiment specs against it.
 
-Source: /work/shared/paper/000_fc12a17f2cd00528.txt (Tables 1-4). Citation markers such as [26] are dropped from labels.
+Source: the paper's Tables 1-4 (NeurIPS 2020 camera-ready text). Citation markers such as [26] are dropped from labels.
 Table 1(b) and 1(c) are printed side by side in one table in the text; the right-hand beta/AP/AP50/AP75 columns are Table 1(c).
 Table 2(b) fixes Delta = 1; Table 2(c) fixes y_n = 16.
 Table 4: FPS values marked * in the paper are taken from SAPD [33] (fps_from_sapd=True); "n/a" is None.

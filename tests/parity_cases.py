@@ -185,7 +185,7 @@ def mmdet_head(kind: str, state: dict):
     from mmdet.utils import register_all_modules
     from mmengine.config import ConfigDict
 
-    from gfl_repro.mmdet_import import export_state_dict
+    from gfl_repro.engines.mmdet.convert import export_state_dict
 
     register_all_modules()
     anchor = dict(type="AnchorGenerator", ratios=[1.0], octave_base_scale=8, scales_per_octave=1, strides=list(STRIDES))
@@ -304,7 +304,7 @@ def model_state_mmdet(seed: int) -> dict:
 
 
 def model_native(x: dict, mmdet_state: dict) -> dict:
-    from gfl_repro.mmdet_import import convert_state_dict
+    from gfl_repro.engines.mmdet.convert import convert_state_dict
     from gfl_repro.models.backbone import BackboneSpec, ResNetBackbone
     from gfl_repro.models.detector import Detector
     from gfl_repro.models.fpn import FPN

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import finish_run
-from gfl_repro.collect import OURS, PAPER, collect_table, latex_text, render
+from gfl_repro.report.collect import OURS, PAPER, collect_table, latex_text, render
 from gfl_repro.store import run_dir
 
 

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from gfl_repro.config import RunConfig, run_id
-from gfl_repro.profiles import PROFILES
+from gfl_repro.specs.run_config import RunConfig, run_id
+from gfl_repro.models.losses import num_bins
+from gfl_repro.specs.profiles import PROFILES
 
 
 def rid(catalogue, profile, table, label, group=None):
@@ -17,7 +18,7 @@ def rid(catalogue, profile, table, label, group=None):
 
 
 def test_run_id_is_stable_across_processes_and_pinned():
-    code = "from gfl_repro.config import RunConfig, run_id; print(run_id(RunConfig(reg_max=12.0)))"
+    code = "from gfl_repro.specs.run_config import RunConfig, run_id; print(run_id(RunConfig(reg_max=12.0)))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert other == run_id(RunConfig(reg_max=12.0))
     # Pinned: changing how ids are computed orphans every stored result; do it on purpose only.
@@ -73,7 +74,7 @@ def test_resolution_follows_the_paper(catalogue):
     paper = PROFILES["paper"]
     t2c = catalogue["table2c"]
     half = t2c.resolve(t2c.row("Δ = 0.5"), paper)
-    assert (half.reg_max, half.bin_width, half.num_bins) == (16.0, 0.5, 33)
+    assert (half.reg_max, half.bin_width, num_bins(half.reg_max, half.bin_width)) == (16.0, 0.5, 33)
     t4 = catalogue["table4"]
     r101dcn = [c for r, c, _ in t4.runs(paper) if r.info["Backbone"] == "R-101-DCN"][0]
     assert (r101dcn.backbone, r101dcn.dcn, r101dcn.epochs, r101dcn.lr_steps, r101dcn.multiscale) == ("r101", True, 24, (16, 22), True)

@@ -12,12 +12,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from gfl_repro.catalogue import load_catalogue
+from gfl_repro.specs.catalogue import load_catalogue
 from gfl_repro.datasets.coco import CocoDetection, EpochSampler, collate
 from gfl_repro.datasets.synthetic import ensure_synthetic
 from gfl_repro.distributed import wrap
 from gfl_repro.models.detector import build_detector
-from gfl_repro.profiles import PROFILES
+from gfl_repro.specs.profiles import PROFILES
 
 GLOBAL_BATCH = 4
 

@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from gfl_repro.catalogue import load_catalogue
-from gfl_repro.config import run_id
+from gfl_repro.specs.catalogue import load_catalogue
+from gfl_repro.specs.run_config import run_id
 from gfl_repro.datasets.coco import CocoDetection, build_loader
 from gfl_repro.datasets.synthetic import ensure_synthetic
 from gfl_repro.models.detector import build_detector, check_supported
-from gfl_repro.profiles import PROFILES
-from gfl_repro.runner import execute
+from gfl_repro.specs.profiles import PROFILES
+from gfl_repro.engines import execute
 from gfl_repro.store import read_run, run_dir
 
 TABLE3 = ["ATSS", "ATSS + QFL", "ATSS + DFL", "ATSS + QFL + DFL"]
@@ -94,7 +94,7 @@ def test_one_run_from_data_to_result(tmp_path, tiny_data):
 
 def test_overfits_a_handful_of_images(tiny_data):
     """Trained and evaluated on the same 4 images, GFL must find their objects (high AP50)."""
-    from gfl_repro.evaluate import evaluate
+    from gfl_repro.engines.evaluation import evaluate
 
     torch.manual_seed(0)
     config = smoke_config("ATSS + QFL + DFL")
@@ -118,7 +118,7 @@ def test_overfits_a_handful_of_images(tiny_data):
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, tiny_data):
-    from gfl_repro.train import checkpoint_path, load_checkpoint
+    from gfl_repro.engines.native.checkpoints import checkpoint_path, load_checkpoint
 
     config = smoke_config("ATSS + QFL + DFL", synth_train=8, synth_val=4, epochs=2, lr_steps=(1,), batch_size=2,
                           warmup_iters=3)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from gfl_repro.evaluate import STAT_NAMES, coco_evaluate, detections_to_coco, evaluate, measure_speed
+from gfl_repro.engines.evaluation import coco_evaluate, detections_to_coco, evaluate, measure_speed
+from gfl_repro.store import COCO_STATS as STAT_NAMES
 
 LABEL_TO_CAT = [1, 3, 7]
 

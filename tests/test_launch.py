@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from gfl_repro.cli import cli
-from gfl_repro.launchers import LaunchError, slurm_options
-from gfl_repro.profiles import PROFILES
+from gfl_repro.launch.errors import LaunchError
+from gfl_repro.launch.slurm import slurm_options
+from gfl_repro.specs.profiles import PROFILES
 
 TINY = """
 [experiment]

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from gfl_repro.models.losses import (
     FP32_EPS,
-    Integral,
     bin_values,
     centerness_from_distances,
     centerness_loss,
@@ -301,13 +300,10 @@ def test_integral_one_hot_two_hot_and_module():
     torch.testing.assert_close(out, torch.tensor([[0.0, 5.0, 16.0, 9.0], [3.5] * 4]))
     # uniform distribution -> mid-range
     assert torch.allclose(integral(torch.zeros(1, 4 * bins)), torch.full((1, 4), 8.0))
-    # module form, same numbers; buffer named like mmdet's
-    mod = Integral(16)
-    torch.testing.assert_close(mod(logits), out)
-    assert list(mod.state_dict()) == ["project"]
-    assert torch.equal(mod.project, torch.linspace(0, 16, 17))
     # leading dims are kept
-    assert mod(torch.zeros(2, 3, 4 * bins)).shape == (2, 3, 4)
+    assert integral(torch.zeros(2, 3, 4 * bins)).shape == (2, 3, 4)
+    # the bins are mmdet's Integral.project for Delta = 1
+    assert torch.equal(bin_values(16, 1.0), torch.linspace(0, 16, 17))
     probs = reg_distribution(torch.zeros(5, 4 * bins), bins)
     assert probs.shape == (5, 4, bins)
     torch.testing.assert_close(probs.sum(-1), torch.ones(5, 4))
@@ -348,7 +344,6 @@ def test_delta_round_trip(delta):
     assert (t <= bins - 1 - 0.1 + 1e-12).all()
     logits = _two_hot_logits(t.reshape(-1), bins).reshape(50, 4 * bins)
     torch.testing.assert_close(integral(logits, reg_max, delta), dist, rtol=0, atol=1e-10)
-    torch.testing.assert_close(Integral(reg_max, delta).double()(logits), dist, rtol=0, atol=1e-10)
     # these logits are DFL's optimum: zero gradient
     x = logits.reshape(-1, bins).clone().requires_grad_(True)
     (g,) = torch.autograd.grad(distribution_focal_loss(x, t.reshape(-1)).sum(), x)

@@ -14,12 +14,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gfl_repro.catalogue import default_experiments_dir, get_experiment
+from gfl_repro.specs.catalogue import default_experiments_dir, get_experiment
 from gfl_repro.cli import cli
-from gfl_repro.config import RunConfig, run_id
-from gfl_repro.mmdet_config import NeedsNativeEngine, expressible, stock_name
-from gfl_repro.profiles import PROFILES
-from gfl_repro.spec import SpecError, load_experiment
+from gfl_repro.specs.run_config import RunConfig, run_id
+from gfl_repro.engines.mmdet.config import NeedsNativeEngine, expressible, stock_name
+from gfl_repro.specs.profiles import PROFILES
+from gfl_repro.specs.spec import SpecError, load_experiment
 
 SMOKE, PAPER = PROFILES["smoke"], PROFILES["paper"]
 
@@ -105,7 +105,7 @@ mmdet = pytest.importorskip("mmdet", reason="the mmdet extra is not installed (b
 
 
 def _build(config: RunConfig, classes=("a", "b", "c"), pretrained: Path | None = None):
-    from gfl_repro.mmdet_config import build_config, register_tiny_backbones
+    from gfl_repro.engines.mmdet.config import build_config, register_tiny_backbones
 
     register_tiny_backbones()
     return build_config(config, classes=list(classes), train_images=Path("/data/train"),
@@ -128,7 +128,7 @@ def _mmdet_model(cfg):
 def test_smoke_config_is_the_native_model(experiment, label):
     """The mmdet model built from the spec holds exactly the native model's tensors, and with
     the same weights computes the same head outputs."""
-    from gfl_repro.mmdet_import import convert_state_dict
+    from gfl_repro.engines.mmdet.convert import convert_state_dict
     from gfl_repro.models.detector import build_detector
 
     config = _rows(experiment)[label]
@@ -211,7 +211,7 @@ def _records(directory: Path) -> list[dict]:
 
 
 def test_mmdet_run_stops_resumes_and_writes_the_store(tmp_path, cache):
-    from gfl_repro.runner import execute
+    from gfl_repro.engines import execute
     from gfl_repro.store import read_run
 
     config = _rows("table3")["ATSS + QFL + DFL"].replace(**TINY)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from gfl_repro.catalogue import load_catalogue
+from gfl_repro.specs.catalogue import load_catalogue
 from gfl_repro.cli import cli
-from gfl_repro.mmdet_import import CheckpointImportError, convert_state_dict, export_state_dict
+from gfl_repro.engines.mmdet.convert import CheckpointImportError, convert_state_dict, export_state_dict
 from gfl_repro.models.detector import build_detector
-from gfl_repro.profiles import PROFILES
+from gfl_repro.specs.profiles import PROFILES
 
 
 def native(label: str, seed: int):

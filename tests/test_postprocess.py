@@ -275,7 +275,7 @@ def test_gfl_style_decode_against_reference_pipeline():
 
 
 def test_config_from_run_config():
-    from gfl_repro.config import RunConfig
+    from gfl_repro.specs.run_config import RunConfig
 
     cfg = PostprocessConfig.from_config(RunConfig(nms_iou=0.45, max_per_img=200))
     assert cfg == PostprocessConfig(nms_pre=1000, score_thr=0.05, nms_iou=0.45, max_per_img=200, min_bbox_size=0)

@@ -93,9 +93,14 @@ def test_paper_runs_need_local_imagenet_weights(tmp_path, monkeypatch):
     for f in ("instances_train2017.json", "instances_val2017.json"):
         (coco / "annotations" / f).write_text("{}")
     monkeypatch.delenv("GFL_REPRO_PRETRAINED", raising=False)
-    result = CliRunner().invoke(cli, ["--results-dir", str(tmp_path / "res"), "run", "table3", "--profile", "paper",
-                                      "--data-root", str(coco), "--dry-run"])
+    message = ("ImageNet weights for r50 not found: $GFL_REPRO_PRETRAINED (unset); "
+               "set GFL_REPRO_PRETRAINED to a directory holding r50.pth")
+    args = ["--results-dir", str(tmp_path / "res"), "run", "table3", "--profile", "paper", "--data-root", str(coco)]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == (
-        "gfl-repro: error: ImageNet weights for r50 not found: $GFL_REPRO_PRETRAINED (unset); "
-        "set GFL_REPRO_PRETRAINED to a directory holding r50.pth")
+    assert result.output.strip().splitlines()[-1] == f"gfl-repro: error: {message}"
+    # a dry run previews the plan anyway, with the problem as a warning
+    preview = CliRunner().invoke(cli, [*args, "--dry-run"])
+    assert preview.exit_code == 0, preview.output
+    assert f"warning: {message} (a real run stops here)" in preview.output
+    assert "would run" in preview.output

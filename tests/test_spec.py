@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gfl_repro.catalogue import load_catalogue
-from gfl_repro.spec import SpecError, load_experiment
+from gfl_repro.specs.catalogue import load_catalogue
+from gfl_repro.specs.spec import SpecError, load_experiment
 from paper_tables import ORDER, PAPER
 
 ALL = ["table1a", "table1b", "table1c", "table2a", "table2b", "table2c", "table3", "table4",

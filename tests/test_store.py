@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gfl_repro.config import RunConfig
+from gfl_repro.specs.run_config import RunConfig
 from gfl_repro.store import (
     COCO_STATS, CORRUPT, DONE, INCOMPLETE, MISSING, append_metrics, atomic_write, atomic_write_text, read_config,
     read_metrics, read_run, run_dir, write_config, write_result,

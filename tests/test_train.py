@@ -11,10 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from gfl_repro.config import RunConfig
-from gfl_repro.schedule import lr_at
+from gfl_repro.specs.run_config import RunConfig
+from gfl_repro.engines.native.schedule import lr_at
 from gfl_repro.store import read_metrics
-from gfl_repro.train import NonFiniteLoss, build_optimizer, checkpoint_path, fit, load_checkpoint
+from gfl_repro.engines.errors import NonFiniteLoss
+from gfl_repro.engines.native.checkpoints import checkpoint_path, load_checkpoint
+from gfl_repro.engines.native.fit import fit
+from gfl_repro.engines.native.loop import build_optimizer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -32,7 +35,7 @@ COCO_ITERS = 7330  # ceil(117266 / 16): iterations per epoch of COCO train2017 a
 
 
 def _mmengine_formula(g: int, e: int, base=0.01, warmup=500, ratio=0.001, steps=(8, 11)) -> float:
-    """Hand-derived closed form (see gfl_repro.schedule): LinearLR reaches 1 at step end-1."""
+    """Hand-derived closed form (see gfl_repro.engines.native.schedule): LinearLR reaches 1 at step end-1."""
     w = ratio + (1 - ratio) * min(g, warmup - 1) / (warmup - 1)
     return base * w * 0.1 ** sum(m <= e for m in steps)
 

@@ -1,7 +1,6 @@
 """ATSS label assignment (Zhang et al., CVPR 2020), as used by GFL.
 
-GFL keeps ATSS's assignment unchanged (paper Sec. 4: "we adopt ATSS as the baseline";
-DESIGN.md §3): one square anchor per location, ``topk = 9`` candidates per pyramid level
+GFL keeps ATSS's assignment unchanged (paper Sec. 4: "we adopt ATSS as the baseline"): one square anchor per location, ``topk = 9`` candidates per pyramid level
 per GT by centre distance, IoU threshold ``mean + std`` of the candidates' IoUs, and the
 candidate's centre must lie inside the GT.
 

@@ -2,7 +2,7 @@
 
 Built from torchvision's ``ResNet._make_layer`` and ``Bottleneck`` (``weights=None``;
 nothing is ever downloaded) and configured as mmdetection 3.3's ``ResNet`` /
-``ResNeXt`` in ``gfl_r50_fpn_1x_coco`` and the Table 4 configs (DESIGN.md §1, §3)::
+``ResNeXt`` in ``gfl_r50_fpn_1x_coco`` and the Table 4 configs::
 
     ResNet(depth=50, num_stages=4, out_indices=(1, 2, 3), frozen_stages=1,
            norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True,

@@ -265,7 +265,7 @@ def delta2bbox(
 
     ``cx = ax + aw * dx * sx``, ``w = aw * exp(clamp(dw * sw, ±|log(wh_ratio_clip)|))``, and
     the same for y/h; the box is ``(cx ∓ w/2, cy ∓ h/2)``, clamped to ``max_shape`` if given.
-    This is the Dirac-delta box of the stock ATSS head (DESIGN.md §3).
+    This is the Dirac-delta box of the stock ATSS head.
     """
     std = deltas.new_tensor(stds)
     d = deltas * std

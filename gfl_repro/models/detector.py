@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..config import RunConfig
+from ..specs.run_config import RunConfig
 from .backbone import build_backbone
 from .fpn import FPN
 from .fcos_head import FCOSConfig, FCOSHead

@@ -1,6 +1,6 @@
 """Feature Pyramid Network as configured by mmdetection 3.3's GFL / ATSS models.
 
-mmdet config (``gfl_r50_fpn_1x_coco``; DESIGN.md §3)::
+mmdet config (``gfl_r50_fpn_1x_coco``)::
 
     FPN(in_channels=[256, 512, 1024, 2048], out_channels=256, start_level=1,
         add_extra_convs='on_output', num_outs=5)

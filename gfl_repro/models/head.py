@@ -1,6 +1,6 @@
 """The ATSS-family dense head: the ATSS baseline, GFL, and every mix the paper ablates.
 
-One tower implementation serves all variants (DESIGN.md §3): per FPN level, a classification
+One tower implementation serves all variants: per FPN level, a classification
 tower and a regression tower of 4 × (3×3 conv, GroupNorm 32, ReLU), then
 
 - a classification conv with C outputs (sigmoid per class);
@@ -52,9 +52,9 @@ from .losses import (
     distribution_focal_loss,
     focal_loss,
     giou_loss,
+    integral,
     num_bins,
     quality_focal_loss,
-    reg_distribution,
 )
 from .priors import GFL_STRIDES, anchor_centers, grid_anchors
 
@@ -229,7 +229,7 @@ class DenseHead(nn.Module):
         if cfg.box == "general":
             # Distances are learnt in stride units: decode from the anchor centre / stride.
             centers = anchor_centers(pos_anchors) / pos_strides[:, None]
-            pred_boxes = distance2bbox(centers, self._integral(pos_reg))
+            pred_boxes = distance2bbox(centers, integral(pos_reg, cfg.reg_max, cfg.bin_width))
             gt_boxes = pos_gt / pos_strides[:, None]
         else:
             pred_boxes = delta2bbox(pos_anchors, pos_reg)
@@ -292,19 +292,13 @@ class DenseHead(nn.Module):
                 losses[name] = quality.sum() * 0
         return losses
 
-    def _integral(self, reg_logits: Tensor) -> Tensor:
-        """Eq. 5: expected distance (stride units) per side from the (n+1)-bin softmax."""
-        probs = reg_distribution(reg_logits, self.cfg.bins)
-        values = torch.arange(self.cfg.bins, device=reg_logits.device, dtype=probs.dtype) * self.cfg.bin_width
-        return (probs * values).sum(-1)
-
     # ----------------------------------------------------------------------------- predict
 
     def decode(self, level: int, anchors: Tensor, reg: Tensor, img_shape: Sequence[int]) -> Tensor:
         """Boxes in input-image pixels for the given priors of one level."""
         if self.cfg.box == "general":
             stride = self.cfg.strides[level]
-            return distance2bbox(anchor_centers(anchors), self._integral(reg) * stride, max_shape=img_shape)
+            return distance2bbox(anchor_centers(anchors), integral(reg, self.cfg.reg_max, self.cfg.bin_width) * stride, max_shape=img_shape)
         return delta2bbox(anchors, reg, max_shape=img_shape)
 
 

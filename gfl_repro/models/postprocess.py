@@ -46,7 +46,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """mmdet ``test_cfg`` of a dense head. Defaults: ``gfl_r50_fpn_1x_coco`` (DESIGN.md §3).
+    """mmdet ``test_cfg`` of a dense head. Defaults: ``gfl_r50_fpn_1x_coco``.
 
     Attributes:
         nms_pre: candidates kept per level after the score threshold (``None`` or ``<= 0``:

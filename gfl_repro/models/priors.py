@@ -1,7 +1,7 @@
 """Priors (anchors and points) on the FPN grid, bit-identical to mmdetection 3.3.
 
 GFL (and ATSS) place **one square anchor per feature-map location**; the anchor is
-only used by the ATSS assigner (paper Sec. 4, "ATSS as the baseline"; DESIGN.md §3).
+only used by the ATSS assigner (paper Sec. 4, "ATSS as the baseline").
 mmdet configures it as::
 
     AnchorGenerator(ratios=[1.0], octave_base_scale=8, scales_per_octave=1,

@@ -9,7 +9,7 @@ error names the file, the row and the field. Layout of a spec file::
     paper_ref = "Table 2(b)"
     title = "..."
     split = "minival"          # or "test-dev"
-    recipe = "gfl"             # default recipe of the rows (gfl_repro.recipes)
+    recipe = "gfl"             # default recipe of the rows (gfl_repro.specs.recipes)
     metrics = ["AP", "AP50", ...]   # printed metric columns, in order
     info_columns = ["n", "Δ"]      # printed descriptive columns, in order
     groups = ["FCOS", "ATSS"]      # column groups, when the paper groups columns
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, check_consistency, check_field, run_id
+from .run_config import RunConfig, check_consistency, check_field, run_id
 from .profiles import Profile, apply_profile
 from .recipes import RECIPES
 

@@ -1,6 +1,6 @@
 """Train and evaluate one run with mmdetection 3.3 itself (``gfl-repro run --engine mmdet``).
 
-The run's mmdet config comes from :func:`gfl_repro.mmdet_config.build_config` (mmdet's stock
+The run's mmdet config comes from :func:`gfl_repro.engines.mmdet.config.build_config` (mmdet's stock
 config, edited with the run's settings); mmengine's ``Runner`` trains it in
 ``<run dir>/mmdet/``, checkpointing every epoch and resuming from the last one. Evaluation
 then runs mmdet's test pipeline and model, and scores the detections with the same
@@ -25,15 +25,17 @@ from typing import Any, Callable
 
 import torch
 
-from . import distributed
-from .config import RunConfig
-from .datasets.coco import load_coco
-from .evaluate import coco_evaluate, detections_to_coco, device_name, time_per_call
-from .mmdet_config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
-from .profiles import PROFILES
-from .runner import SPEED_IMAGES, default_workers, environment, locate_data, pretrained_weights
-from .store import append_metrics, atomic_write_text, write_config, write_env, write_result
-from .train import DEFAULT_LOG_INTERVAL, NonFiniteLoss
+from ... import distributed
+from ...datasets.coco import load_coco
+from ...specs.profiles import PROFILES
+from ...specs.run_config import RunConfig
+from ...store import append_metrics, atomic_write_text, write_config, write_env, write_result
+from ..metrics import (IterWindow, end_record, epoch_record, error_record, should_log, start_record,
+                       step_info)
+from ..errors import NonFiniteLoss
+from ..environment import SPEED_IMAGES, default_workers, device_name, environment, locate_data, pretrained_weights
+from ..evaluation import coco_evaluate, detections_to_coco, time_per_call
+from .config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
 
 ENGINE = "mmdet"
 WORK_SUBDIR = "mmdet"
@@ -66,12 +68,13 @@ def category_names(annotation_file: Path) -> list[str]:
 
 
 def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress: bool, main: bool):
-    """An mmengine hook that appends the native ``metrics.jsonl`` records (read by ``status``),
-    shows the native engine's progress bar (both on the main process only), and turns a stop
-    request or a non-finite loss into an exception (on every process, so all of them stop)."""
+    """An mmengine hook that appends the ``metrics.jsonl`` records of
+    :mod:`gfl_repro.engines.metrics` (read by ``status``: progress and ETA), shows a progress
+    bar (both on the main process only), and turns a stop request or a non-finite loss into an
+    exception (on every process, so all of them stop)."""
 
-    def append(record: dict) -> None:
-        if main:
+    def append(record: dict | None) -> None:
+        if main and record is not None:
             append_metrics(run_dir, record)
 
     from mmengine.hooks import Hook
@@ -83,24 +86,36 @@ def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress:
         def before_train(self, runner) -> None:
             self.bar = tqdm(initial=runner.iter, total=runner.max_epochs * len(runner.train_dataloader),
                             disable=not (progress and main), dynamic_ncols=True, unit="it")
-            kind = "resume" if runner.iter > 0 else "start"
-            append({"type": kind, "epoch": runner.epoch, "iteration": runner.iter,
-                                     "epochs": runner.max_epochs, "engine": ENGINE, "wall_time": time.time()})
+            self.window = IterWindow()
+            self.epoch_sums: dict[str, float] = {}
+            self.epoch_count, self.epoch_seconds = 0, 0.0
+            iters = len(runner.train_dataloader)
+            append(start_record(runner.iter > 0, epoch=runner.epoch, iter_in_epoch=runner.iter - runner.epoch * iters,
+                                        iteration=runner.iter, epochs=runner.max_epochs, engine=ENGINE))
 
         def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
             self.lr = runner.optim_wrapper.get_lr()["lr"][0]  # the lr this iteration trains with
+            self.tick = time.perf_counter()
 
         def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+            seconds = time.perf_counter() - self.tick
             parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in (outputs or {}).items()}
-            info = {"epoch": runner.epoch, "iter": batch_idx, "iteration": runner.iter,
-                    "lr": self.lr, "epochs": runner.max_epochs,
-                    "epoch_iters": len(runner.train_dataloader)}
+            iters = len(runner.train_dataloader)
+            info = step_info(epoch=runner.epoch, iter_in_epoch=batch_idx, iteration=runner.iter, lr=self.lr,
+                                     epochs=runner.max_epochs, epoch_iters=iters)
             if not all(math.isfinite(v) for v in parts.values()):
-                append({"type": "error", "error": "NonFiniteLoss", **info, **parts})
-                raise NonFiniteLoss(runner.iter, runner.epoch, batch_idx, parts)
-            last = batch_idx == len(runner.train_dataloader) - 1
-            if (runner.iter + 1) % DEFAULT_LOG_INTERVAL == 0 or last:
-                append({"type": "iter", **info, **parts})
+                error = NonFiniteLoss(runner.iter, runner.epoch, batch_idx, parts,
+                                      kept="mmengine's last epoch checkpoint is kept")
+                append(error_record("NonFiniteLoss", str(error), epoch=runner.epoch, iter=batch_idx,
+                                            iteration=runner.iter))
+                raise error
+            self.window.add({**parts, "time": seconds})
+            self.epoch_count += 1
+            self.epoch_seconds += seconds
+            for key, value in parts.items():
+                self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
+            if should_log(runner.iter, batch_idx == iters - 1):
+                append(self.window.flush(info))
             self.bar.set_description(f"epoch {runner.epoch + 1}/{runner.max_epochs}", refresh=False)
             self.bar.set_postfix_str(" ".join(f"{k}={v:.4g}" for k, v in parts.items()) + f" lr={self.lr:.3g}",
                                      refresh=False)
@@ -109,10 +124,14 @@ def _store_hook(run_dir: Path, should_stop: Callable[[], bool] | None, progress:
                 self.bar.close()
                 raise _Stopped()
 
+        def after_train_epoch(self, runner) -> None:
+            append(epoch_record(epoch=runner.epoch - 1, iteration=runner.iter - 1, iters=self.epoch_count,
+                                        lr=self.lr, sums=self.epoch_sums, seconds=self.epoch_seconds))
+            self.epoch_sums, self.epoch_count, self.epoch_seconds = {}, 0, 0.0
+
         def after_train(self, runner) -> None:
             self.bar.close()
-            append({"type": "end", "epoch": runner.epoch - 1, "iteration": runner.iter - 1,
-                                     "wall_time": time.time()})
+            append(end_record(epochs=runner.max_epochs, iteration=runner.iter - 1))
 
     return StoreMetricsHook()
 
@@ -144,7 +163,7 @@ def evaluate_mmdet(model, loader, annotation_file: Path, progress: bool = True) 
 
 def measure_speed_mmdet(model, loader, images: int = SPEED_IMAGES, warmup: int = 5) -> dict[str, float]:
     """Batch-1 inference time of ``model.test_step`` (preprocessing on device, network and
-    post-processing), as :func:`gfl_repro.evaluate.measure_speed` times the native model."""
+    post-processing), as :func:`gfl_repro.engines.evaluation.measure_speed` times the native model."""
     batches = [b for _, b in zip(range(images), loader)]
     if not batches:
         raise ValueError("measure_speed_mmdet needs at least one batch")

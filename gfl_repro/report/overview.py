@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .catalogue import load_catalogue
-from .config import run_id
-from .profiles import Profile
-from .spec import Experiment
-from .mmdet_config import shown_state
-from .store import DONE, read_run
+from ..engines.mmdet.config import shown_state
+from ..specs.catalogue import load_catalogue
+from ..specs.profiles import Profile
+from ..specs.run_config import run_id
+from ..specs.spec import Experiment
+from ..store import DONE, read_run
 
 
 def experiment_summary(exp: Experiment, profile: Profile, results_root: Path,

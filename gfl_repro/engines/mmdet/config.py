@@ -41,9 +41,9 @@ import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import RunConfig
-from .models.backbone import BACKBONE_SPECS
-from .models.detector import WIDTH
+from ...models.backbone import BACKBONE_SPECS
+from ...models.detector import WIDTH
+from ...specs.run_config import RunConfig
 
 STOCK_CONFIGS: dict[str, str] = {
     "gfl": "gfl/gfl_r50_fpn_1x_coco.py",
@@ -133,7 +133,7 @@ def build_config(config: RunConfig, *, classes: Sequence[str], train_images: Pat
 
     ``classes`` are the dataset's category names (their order is the label order);
     ``pretrained`` the backbone's ImageNet weights (a local file; nothing is downloaded).
-    The config has no validation or test loop: :mod:`gfl_repro.mmdet_engine` evaluates after
+    The config has no validation or test loop: :mod:`gfl_repro.engines.mmdet.run` evaluates after
     training, with mmdet's test pipeline (``cfg.eval_dataloader``) and the native engine's COCOeval.
     """
     from mmengine.config import Config
@@ -248,7 +248,7 @@ def _data(cfg, config: RunConfig, name: str, classes: Sequence[str], train_image
         batch_size=config.batch_size // world_size, num_workers=num_workers, persistent_workers=num_workers > 0,
         sampler=dict(type="DefaultSampler", shuffle=True), batch_sampler=dict(type="AspectRatioBatchSampler"),
         dataset=train_set)
-    cfg.eval_dataloader = dict(  # not an mmengine key: gfl_repro.mmdet_engine evaluates with it
+    cfg.eval_dataloader = dict(  # not an mmengine key: gfl_repro.engines.mmdet.run evaluates with it
         batch_size=1, num_workers=num_workers, persistent_workers=num_workers > 0, drop_last=False,
         sampler=dict(type="DefaultSampler", shuffle=False), dataset=val_set)
     for key in ("val_dataloader", "val_evaluator", "val_cfg", "test_dataloader", "test_evaluator", "test_cfg",

@@ -1,10 +1,10 @@
 """The local launcher's supervisor: runs queued run directories as child processes, at most
 ``cap`` at a time, each pinned to its own GPU when there are GPUs.
 
-    python -m gfl_repro.local_queue CAP RUN_DIR...
+    python -m gfl_repro.launch.local_queue CAP RUN_DIR...
 
 Started detached by ``gfl-repro run --launcher local``; every child is
-``python -m gfl_repro.job RUN_DIR`` with its output in ``RUN_DIR/job.log``. State lives in each
+``python -m gfl_repro.launch.job RUN_DIR`` with its output in ``RUN_DIR/job.log``. State lives in each
 run's ``job.json``: the supervisor records its pid (so ``status`` can tell a dead queue), the
 child records its own pid, ``running``/``done``/``failed``.
 """
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .jobstate import FAILED, last_error_line, read_job, write_job
+from .state import FAILED, last_error_line, read_job, write_job
 
 
 def supervise(cap: int, run_dirs: list[Path], poll_s: float = 0.5) -> int:
@@ -34,7 +34,7 @@ def supervise(cap: int, run_dirs: list[Path], poll_s: float = 0.5) -> int:
             if os.environ.get("GFL_REPRO_LOCAL_GPUS", "auto") != "none" and _gpu_count():
                 env["CUDA_VISIBLE_DEVICES"] = str(slot)
             with open(directory / "job.log", "a") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "gfl_repro.job", str(directory)], stdout=log,
+                proc = subprocess.Popen([sys.executable, "-m", "gfl_repro.launch.job", str(directory)], stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
             running[proc.pid] = (proc, directory, slot)
         time.sleep(poll_s)
@@ -64,7 +64,7 @@ def _gpu_count() -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2 or not args[0].isdigit() or int(args[0]) < 1:
-        print("usage: python -m gfl_repro.local_queue CAP RUN_DIR...", file=sys.stderr)
+        print("usage: python -m gfl_repro.launch.local_queue CAP RUN_DIR...", file=sys.stderr)
         return 2
     return supervise(int(args[0]), [Path(a) for a in args[1:]])
 

@@ -1,11 +1,4 @@
-"""Launchers: hand the runs of a plan to Slurm (submitit job array) or to local background
-processes, exactly once each.
-
-Idempotence: under an exclusive lock on ``results/<profile>/launch.lock``, a run is
-submitted only when its state (:mod:`gfl_repro.jobstate`) is ``missing``, or ``failed`` with
-``retry``; ``done``, ``pending`` and ``running`` runs are left alone. Two ``run`` commands
-started together therefore submit each run once. ``job.json`` is written (``pending`` with the
-job id) before the lock is released.
+"""The Slurm launcher: one submitit job array per invocation, and its options.
 
 Slurm options come from flags or a launcher config file (TOML, a ``[slurm]`` table with the
 same names); flags win. Defaults depend on the profile: ``paper`` asks for one node with 8
@@ -14,27 +7,17 @@ GPUs (one task per GPU, DistributedDataParallel), ``smoke`` for one CPU task.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-import subprocess
-import sys
 import tomllib
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from .jobstate import FAILED, MISSING, PENDING, run_state, write_job
-from .launch import Plan, PlannedRun
-from .profiles import Profile
-from .store import profile_dir, run_dir, write_config
-
-LAUNCHERS = ("inline", "local", "slurm")
-
-
-class LaunchError(ValueError):
-    """Bad launcher options or a failed submission (one line)."""
+from ..specs.profiles import Profile
+from ..store import profile_dir
+from .errors import LaunchError
+from .plan import PlannedRun
+from .state import PENDING, prepare_run_dir, write_job
 
 
 @dataclass(frozen=True)
@@ -141,51 +124,6 @@ def _replace_checked(options: SlurmOptions, values: dict[str, Any], where: str) 
     return replace(options, **changes)
 
 
-# --------------------------------------------------------------------------------- selection
-
-
-@dataclass
-class Selection:
-    submit: list[PlannedRun] = field(default_factory=list)
-    skipped: list[tuple[PlannedRun, str]] = field(default_factory=list)  # (run, state)
-
-
-def select_runs(plan: Plan, profile: Profile, results_root: Path, retry: bool) -> Selection:
-    """Which runs to submit now: missing ones, and failed ones when ``retry``."""
-    sel = Selection()
-    for planned in plan.runs:
-        state = run_state(run_dir(results_root, profile.name, planned.run_id)).state
-        if state == MISSING or (state == FAILED and retry):
-            sel.submit.append(planned)
-        else:
-            sel.skipped.append((planned, state))
-    return sel
-
-
-@contextmanager
-def launch_lock(results_root: Path, profile: Profile) -> Iterator[None]:
-    """Exclusive lock per results root and profile, held while choosing and submitting."""
-    path = profile_dir(results_root, profile.name) / "launch.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def prepare(planned: PlannedRun, profile: Profile, results_root: Path, data_root: Path | None) -> Path:
-    """Run directory with config.json (what the job reads) before anything is submitted."""
-    directory = run_dir(results_root, profile.name, planned.run_id)
-    write_config(directory, planned.config, planned.run_id, profile.name)
-    write_job(directory, data_root=str(data_root) if data_root else None, rows=planned.rows)
-    return directory
-
-
-# --------------------------------------------------------------------------------- slurm
-
-
 def submit_slurm(runs: list[PlannedRun], profile: Profile, results_root: Path, options: SlurmOptions,
                  data_root: Path | None) -> list[str]:
     """One submitit job array for ``runs``; returns the job ids (one per run)."""
@@ -198,7 +136,7 @@ def submit_slurm(runs: list[PlannedRun], profile: Profile, results_root: Path, o
     folder = profile_dir(results_root, profile.name) / "slurm" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(name=f"gfl-{profile.name}", **options.submitit_parameters())
-    dirs = [prepare(r, profile, results_root, data_root) for r in runs]
+    dirs = [prepare_run_dir(r, profile, results_root, data_root) for r in runs]
     try:
         with executor.batch():
             jobs = [executor.submit(TrainJob(str(d))) for d in dirs]
@@ -220,32 +158,3 @@ def _link(link: Path, target: Path) -> None:
         link.symlink_to(target)
     except OSError:
         pass
-
-
-# --------------------------------------------------------------------------------- local
-
-
-def default_local_cap() -> int:
-    """One concurrent run per visible GPU, 1 on CPU."""
-    import torch
-
-    return max(torch.cuda.device_count(), 1)
-
-
-def submit_local(runs: list[PlannedRun], profile: Profile, results_root: Path, cap: int,
-                 data_root: Path | None) -> int:
-    """Start a detached supervisor that runs ``runs`` with at most ``cap`` at a time; its pid."""
-    if not runs:
-        return 0
-    dirs = [prepare(r, profile, results_root, data_root) for r in runs]
-    for directory in dirs:  # before the supervisor starts: it alone writes these files afterwards
-        write_job(directory, launcher="local", state=PENDING, supervisor_pid=None, pid=None, error="",
-                  stdout=str(directory / "job.log"))
-    log = profile_dir(results_root, profile.name) / "local-launcher.log"
-    with open(log, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gfl_repro.local_queue", str(cap), *map(str, dirs)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    return proc.pid

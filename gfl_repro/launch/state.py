@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import DONE, MISSING, RESULT_FILE, atomic_write_json
+from ..store import DONE, MISSING, RESULT_FILE, atomic_write_json, run_dir, write_config
 
 JOB_FILE = "job.json"
 PENDING, RUNNING, FAILED = "pending", "running", "failed"
@@ -104,3 +104,13 @@ def _pid_alive(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def prepare_run_dir(planned, profile, results_root: Path, data_root: Path | None) -> Path:
+    """The run directory with ``config.json`` (what the job reads) and ``job.json`` (its rows and
+    data root), written before anything is submitted. ``planned`` is a
+    :class:`~gfl_repro.launch.plan.PlannedRun`."""
+    directory = run_dir(results_root, profile.name, planned.run_id)
+    write_config(directory, planned.config, planned.run_id, profile.name)
+    write_job(directory, data_root=str(data_root) if data_root else None, rows=planned.rows)
+    return directory

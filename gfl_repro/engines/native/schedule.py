@@ -79,7 +79,7 @@ def lr_at(iteration: int, epoch: int, config: Any, iters_per_epoch: int) -> floa
         iteration: 0-based index of the iteration *within* ``epoch``
             (``0 <= iteration < iters_per_epoch``).
         epoch: 0-based epoch index.
-        config: a :class:`~gfl_repro.config.RunConfig` (``base_lr``, ``warmup_iters``,
+        config: a :class:`~gfl_repro.specs.run_config.RunConfig` (``base_lr``, ``warmup_iters``,
             ``warmup_ratio``, ``lr_steps``). ``base_lr`` is already the lr for
             ``config.batch_size`` (linear scaling is the resolver's job).
         iters_per_epoch: batches per epoch (every epoch has the same number).

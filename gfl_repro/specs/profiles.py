@@ -1,4 +1,4 @@
-"""Profiles map one experiment to one scale (DESIGN.md §1).
+"""Profiles map one experiment to one scale.
 
 A profile edits the resolved config last: it chooses the data, the backbone scale, the
 image size and what a named schedule means in epochs. ``smoke`` is toy scale on CPU with

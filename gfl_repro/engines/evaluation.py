@@ -24,7 +24,6 @@ import copy
 import io
 import json
 import os
-import platform
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -35,12 +34,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .store import COCO_STATS, atomic_write_text
+from ..store import atomic_write_text
+from .environment import device_name
 
-__all__ = ["STAT_NAMES", "detections_to_coco", "coco_evaluate", "device_name", "evaluate", "measure_speed",
-           "time_per_call"]
-
-STAT_NAMES = COCO_STATS  # the 12 COCOeval bbox stats, in order
+__all__ = ["detections_to_coco", "coco_evaluate", "evaluate", "measure_speed", "time_per_call"]
 
 
 def _to_numpy(x: Any, dtype) -> np.ndarray:
@@ -192,21 +189,6 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, label_to_c
     if results_file is not None:
         atomic_write_text(Path(results_file), json.dumps(results))
     return coco_evaluate(coco_gt, results, image_ids, verbose=verbose, max_dets=max_dets)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "cpu":
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.lower().startswith("model name"):
-                        return line.split(":", 1)[1].strip()
-        except OSError:
-            pass
-        return platform.processor() or "cpu"
-    return str(device)
 
 
 def _sync(device: torch.device) -> None:

@@ -1,11 +1,12 @@
 """The fully explicit configuration of one training run, and its identity.
 
 A :class:`RunConfig` holds every setting that changes what a run computes. Specs
-(``experiments/*.toml``) give a few overrides per row; :func:`gfl_repro.resolve.resolve`
+(``experiments/*.toml``) give a few overrides per row; :func:`gfl_repro.specs.spec.resolve`
 fills in the rest from the detector's recipe and the profile. Two rows of different tables
 that resolve to the same config share one ``run_id`` and therefore train once.
 
-Defaults are mmdetection 3.3's ``gfl_r50_fpn_1x_coco`` (DESIGN.md §3) at paper scale.
+Defaults are mmdetection 3.3's ``gfl_r50_fpn_1x_coco`` at paper scale (``docs/design.md``
+lists them).
 """
 
 from __future__ import annotations
@@ -77,11 +78,6 @@ class RunConfig:
     synth_val: int = 0
     # --- which implementation trains it (chosen by `run --engine`, never by a spec row) -----
     engine: str = "native"  # "mmdet": mmdetection 3.3 itself, for the rows its stock heads express
-
-    @property
-    def num_bins(self) -> int:
-        """Number of softmax units of the General distribution: y_n / Δ + 1 (Eq. 5)."""
-        return int(round(self.reg_max / self.bin_width)) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}

@@ -91,7 +91,7 @@ def load_mmdet_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 def import_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
     """Convert ``src`` and save ``{"model": state_dict, "source": ...}`` to ``dst`` (weights_only-safe)."""
-    from .store import atomic_write
+    from ...store import atomic_write
 
     state = convert_state_dict(load_mmdet_checkpoint(src))
     payload = {"model": state, "source": str(src), "format": "gfl-repro native detector"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .spec import Experiment, SpecError, load_experiment
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_experiments_dir() -> Path:

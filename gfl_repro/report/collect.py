@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import run_id as config_run_id
-from .profiles import Profile
-from .spec import Experiment
-from .mmdet_config import shown_state
-from .store import read_run
+from ..engines.mmdet.config import shown_state
+from ..specs.profiles import Profile
+from ..specs.run_config import run_id as config_run_id
+from ..specs.spec import Experiment
+from ..store import read_run
 
 PAPER, OURS, DIFF = "paper", "ours", "Δ"
 RUN = "run"

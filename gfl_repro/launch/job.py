@@ -1,8 +1,8 @@
-"""The job a launcher runs for one run: a submitit Checkpointable around :func:`runner.execute`.
+"""The job a launcher runs for one run: a submitit Checkpointable around :func:`gfl_repro.engines.execute`.
 
 Everything the job needs is in its run directory (``config.json`` from submission,
 ``job.json`` for the data root), so the pickled callable is tiny and a requeued job simply
-calls it again: ``execute`` resumes from ``checkpoints/last.pt``.
+calls it again: ``execute`` resumes from the run's checkpoint.
 
 Preemption and time limits (Slurm): submitit installs a handler for its signal (USR2 unless
 ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise) that calls :meth:`TrainJob.checkpoint`, requeues
@@ -12,7 +12,7 @@ current iteration, writes a consistent checkpoint and returns; then the job hand
 submitit's handler, which checkpoints (re-dumps this callable) and requeues. Plain crashes
 leave the last epoch or interval checkpoint, and ``run --retry`` resumes from it.
 
-Also runnable without submitit (the local launcher): ``python -m gfl_repro.job RUN_DIR``.
+Also runnable without submitit (the local launcher): ``python -m gfl_repro.launch.job RUN_DIR``.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from pathlib import Path
 
 import submitit
 
-from .jobstate import FAILED, PENDING, RUNNING, last_error_line, read_job, write_job
-from .config import RunConfig
-from .distributed import job_environment
-from .runner import execute
-from .store import CONFIG_FILE, DONE
+from ..distributed import job_environment
+from ..engines import execute
+from ..specs.run_config import RunConfig
+from ..store import CONFIG_FILE, DONE
+from .state import FAILED, PENDING, RUNNING, last_error_line, read_job, write_job
 
 CHECKPOINT_EVERY = 50  # iterations; bounds the work a hard kill can lose
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     """Local launcher entry: run the job of one run directory in this process."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m gfl_repro.job RUN_DIR", file=sys.stderr)
+        print("usage: python -m gfl_repro.launch.job RUN_DIR", file=sys.stderr)
         return 2
     try:
         TrainJob(args[0])()

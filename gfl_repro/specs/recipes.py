@@ -1,8 +1,8 @@
 """Named starting points for spec rows: each recipe is a stock detector configuration,
-written as changes to :class:`gfl_repro.config.RunConfig`'s defaults.
+written as changes to :class:`gfl_repro.specs.run_config.RunConfig`'s defaults.
 
 A spec row names a recipe and edits a few fields (detectron2 LazyConfig habit). The
-recipes follow mmdetection 3.3's configs (DESIGN.md §2-3):
+recipes follow mmdetection 3.3's configs:
 
 - ``atss``: ``atss_r50_fpn_1x_coco`` — Focal Loss, centerness branch, Dirac box, GIoU.
 - ``gfl``: ``gfl_r50_fpn_1x_coco`` — ATSS with QFL (joint score) + DFL (General box).

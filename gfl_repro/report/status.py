@@ -1,6 +1,6 @@
 """`status`: where every run of some experiments stands, from the run directories.
 
-State comes from :func:`gfl_repro.jobstate.run_state` (the project's own files first; the
+State comes from :func:`gfl_repro.launch.state.run_state` (the project's own files first; the
 scheduler is asked only about jobs those files call alive). Progress is the last training
 record of ``metrics.jsonl``: iteration / total and an ETA from the recent seconds per iteration.
 """
@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .jobstate import run_state
-from .mmdet_config import shown_state
-from .profiles import Profile
-from .spec import Experiment
-from .store import DONE, read_metrics, read_run, run_dir
+from ..engines.mmdet.config import shown_state
+from ..launch.state import run_state
+from ..specs.profiles import Profile
+from ..specs.spec import Experiment
+from ..store import DONE, read_metrics, read_run, run_dir
 
 
 def training_progress(directory: Path) -> dict[str, Any]:

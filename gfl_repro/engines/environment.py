@@ -1,0 +1,124 @@
+"""What every engine needs around a run: where its data is, the backbone's ImageNet weights,
+facts about the machine (``env.json``), data-loading workers.
+
+Both engines call these before training, and ``gfl-repro run`` calls :func:`locate_data` and
+:func:`pretrained_weights` before submitting anything, so that a missing dataset or weight file
+is one line on the login node, not a failed job.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..datasets.synthetic import ensure_synthetic
+from ..specs.run_config import RunConfig
+
+COCO_ENV = "GFL_REPRO_COCO"
+PRETRAINED_ENV = "GFL_REPRO_PRETRAINED"
+CACHE_ENV = "GFL_REPRO_CACHE"
+SPEED_IMAGES = 20
+"""Validation images timed at batch 1 for a run's speed (ms/img, FPS)."""
+
+
+class DataError(RuntimeError):
+    """The dataset a run needs is missing or malformed (message: one line, what is missing)."""
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    train_images: Path
+    train_annotations: Path
+    val_images: Path
+    val_annotations: Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "gfl-repro"))
+
+
+def locate_data(config: RunConfig, data_root: Path | None = None, cache_dir: Path | None = None,
+                progress: bool = True) -> DataPaths:
+    """Where the run's images and annotations are; generates the synthetic set on first use.
+
+    COCO 2017 is found under ``data_root`` or ``$GFL_REPRO_COCO`` in its standard layout:
+    ``train2017/``, ``val2017/``, ``annotations/instances_{train,val}2017.json``. test-dev
+    rows are evaluated on val2017 locally (the evaluation server scores test-dev itself).
+    """
+    if config.dataset == "synthetic":
+        root = ensure_synthetic(cache_dir or default_cache_dir(), num_train=config.synth_train,
+                                num_val=config.synth_val, seed=0, progress=progress)
+        return DataPaths(root / "train", root / "annotations" / "instances_train.json",
+                         root / "val", root / "annotations" / "instances_val.json")
+    root = data_root or (Path(os.environ[COCO_ENV]) if os.environ.get(COCO_ENV) else None)
+    if root is None:
+        raise DataError(f"COCO 2017 location unknown: pass --data-root or set {COCO_ENV}")
+    paths = DataPaths(root / "train2017", root / "annotations" / "instances_train2017.json",
+                      root / "val2017", root / "annotations" / "instances_val2017.json")
+    missing = [str(p) for p in (paths.train_images, paths.val_images) if not p.is_dir()]
+    missing += [str(p) for p in (paths.train_annotations, paths.val_annotations) if not p.is_file()]
+    if missing:
+        raise DataError(f"COCO 2017 incomplete under {root}: missing {', '.join(missing)}")
+    return paths
+
+
+def pretrained_weights(config: RunConfig) -> Path | None:
+    """The ImageNet weights of a full-size backbone: ``$GFL_REPRO_PRETRAINED/<backbone>.pth``.
+
+    Files are torchvision-layout state dicts (e.g. ``torch.save(resnet50(weights=...).state_dict())``
+    done once on a machine with internet); nothing is ever downloaded. Tiny (smoke) backbones
+    train from scratch. A full-size run without the file is an error, not a silent scratch run.
+    """
+    if config.backbone_scale != "full":
+        return None
+    root = os.environ.get(PRETRAINED_ENV)
+    path = Path(root) / f"{config.backbone}.pth" if root else None
+    if path is None or not path.is_file():
+        where = f"{path}" if path else f"${PRETRAINED_ENV} (unset)"
+        raise DataError(f"ImageNet weights for {config.backbone} not found: {where}; set {PRETRAINED_ENV} to a "
+                        f"directory holding {config.backbone}.pth")
+    return path
+
+
+def default_workers(device: torch.device, requested: int | None = None) -> int:
+    """Data-loading worker processes: as requested, else 0 on CPU (no fork overhead) and 4 on GPU."""
+    return requested if requested is not None else (0 if device.type == "cpu" else 4)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.lower().startswith("model name"):
+                        return line.split(":", 1)[1].strip()
+        except OSError:
+            pass
+        return platform.processor() or "cpu"
+    return str(device)
+
+
+def environment(device: torch.device) -> dict:
+    """Versions and the device of this process (``env.json``)."""
+    import torchvision
+
+    name = device_name(device)
+    return {
+        "gfl_repro": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "device": str(device),
+        "device_name": name,
+        "cuda_devices": torch.cuda.device_count(),
+        "cpu_threads": torch.get_num_threads(),
+        "host": platform.node(),
+    }

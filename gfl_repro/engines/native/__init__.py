@@ -1,0 +1,1 @@
+"""The native PyTorch engine: one run's training loop with its hooks, checkpoints and lr schedule."""

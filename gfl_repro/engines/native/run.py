@@ -1,0 +1,92 @@
+"""One native run, end to end: data → model → training (resumable) → COCO evaluation → result.json.
+
+Every file it writes goes through :mod:`gfl_repro.store`; ``result.json`` is written last, so
+its presence means the run is complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ... import distributed
+from ...datasets.coco import CocoDetection, build_loader
+from ...models.detector import build_detector, check_supported
+from ...specs.profiles import PROFILES
+from ...specs.run_config import RunConfig
+from ...store import write_config, write_env, write_result
+from ..environment import SPEED_IMAGES, default_workers, environment, locate_data, pretrained_weights
+from ..evaluation import evaluate, measure_speed
+from .fit import fit
+from .rng import seed_everything
+
+ENGINE = "native"
+
+
+def execute_native(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    run_id: str,
+    profile: str,
+    data_root: Path | None = None,
+    cache_dir: Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    should_stop: Callable[[], bool] | None = None,
+    num_workers: int | None = None,
+    checkpoint_interval: int | None = None,
+) -> dict | None:
+    """Train and evaluate one run in ``run_dir``; resumes from its checkpoint if there is one.
+
+    Returns the result dict, or None when ``should_stop`` interrupted training (a checkpoint
+    holds the state; calling again resumes) and on every process but the main one.
+    """
+    check_supported(config)
+    run_dir = Path(run_dir)
+    process_device = distributed.init_from_submitit()
+    dev = process_device or torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = locate_data(config, data_root, cache_dir, progress)
+    weights = pretrained_weights(config)
+    write_config(run_dir, config, run_id, profile)
+    write_env(run_dir, environment(dev))
+    workers = default_workers(dev, num_workers)
+
+    scale = tuple(config.image_scale)
+    train_set = CocoDetection(
+        data.train_images, data.train_annotations, train=True, scale=scale,
+        multiscale_range=tuple(config.multiscale_short) if config.multiscale else None, seed=config.seed,
+    )
+    val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale)
+    seed_everything(config.seed)  # the initial weights are part of the run's identity
+    detector = build_detector(config, num_classes=len(train_set.cat_ids), pretrained=weights).to(dev)
+    model = distributed.wrap(detector, dev)
+    rank, world = distributed.rank(), distributed.world_size()
+
+    def make_loader(epoch: int, start: int = 0):
+        loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed,
+                              rank=rank, world_size=world, start=start)
+        loader.sampler.set_epoch(epoch)
+        return loader
+
+    finished = fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
+                   amp=dev.type == "cuda", checkpoint_interval=checkpoint_interval)
+    if rank != 0 or not finished:
+        return None  # other ranks stop here; or interrupted by should_stop (the checkpoint resumes it)
+
+    val_loader = build_loader(val_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False,
+                              num_workers=workers)
+    stats = evaluate(detector, val_loader, val_set.coco, list(val_set.cat_ids), dev, progress=progress)
+    single = build_loader(val_set, batch_size=1, shuffle=False, num_workers=0)
+    batches = [b for _, b in zip(range(SPEED_IMAGES), single)]
+    speed = measure_speed(detector, batches, dev, warmup=min(5, len(batches)))
+    return write_result(
+        run_dir, run_id=run_id, profile=profile, engine=ENGINE, toy_scale=PROFILES[profile].toy_scale,
+        split=config.eval_split, stats=stats, ms_per_img=speed["ms_per_img"], fps=speed["fps"],
+        device=speed["device_name"],
+    )
+
+
+__all__ = ["ENGINE", "execute_native"]
