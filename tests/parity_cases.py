@@ -92,7 +92,7 @@ def assign_inputs(seed: int) -> dict:
 
 
 def assign_native(x: dict) -> dict:
-    from gfl_repro.models.assigner import atss_assign
+    from gfl_repro.models.assigners.atss import atss_assign
     from gfl_repro.models.priors import grid_anchors
 
     levels = grid_anchors([tuple(s) for s in x["featmap_sizes"].tolist()], STRIDES, 8)
@@ -155,18 +155,14 @@ def _head_state(kind: str, seed: int) -> dict:
 
 
 def _native_head(kind: str):
-    from gfl_repro.models.fcos_head import FCOSConfig, FCOSHead
-    from gfl_repro.models.head import DenseHead, HeadConfig
+    """The native head of a recipe ("gfl", "atss", "fcos") at the parity cases' width."""
+    from gfl_repro.models.detector import build_head
+    from gfl_repro.models.heads.base import HeadSpec
+    from gfl_repro.specs.recipes import RECIPES
+    from gfl_repro.specs.run_config import RunConfig
 
-    if kind == "fcos":
-        return FCOSHead(FCOSConfig(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, feat_channels=HEAD_CHANNELS))
-    if kind == "gfl":
-        cfg = HeadConfig(num_classes=NUM_CLASSES, quality="joint", box="general", in_channels=HEAD_CHANNELS,
-                         feat_channels=HEAD_CHANNELS, norm_groups=32)
-    else:
-        cfg = HeadConfig(num_classes=NUM_CLASSES, quality="centerness", box="dirac", dfl_weight=0.0,
-                         in_channels=HEAD_CHANNELS, feat_channels=HEAD_CHANNELS, norm_groups=32)
-    return DenseHead(cfg)
+    spec = HeadSpec(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, feat_channels=HEAD_CHANNELS)
+    return build_head(RunConfig(**RECIPES[kind]), spec)
 
 
 def _targets(x: dict) -> list[dict]:
@@ -306,15 +302,16 @@ def model_state_mmdet(seed: int) -> dict:
 def model_native(x: dict, mmdet_state: dict) -> dict:
     from gfl_repro.engines.mmdet.convert import convert_state_dict
     from gfl_repro.models.backbone import BackboneSpec, ResNetBackbone
-    from gfl_repro.models.detector import Detector
+    from gfl_repro.models.detector import Detector, build_head
     from gfl_repro.models.fpn import FPN
-    from gfl_repro.models.head import DenseHead, HeadConfig
+    from gfl_repro.models.heads.base import HeadSpec
     from gfl_repro.models.postprocess import PostprocessConfig
+    from gfl_repro.specs.run_config import RunConfig
 
     model = Detector(
         ResNetBackbone(BackboneSpec((3, 4, 6, 3), base_channels=16)),
         FPN([128, 256, 512], MODEL_CHANNELS, num_outs=5),
-        DenseHead(HeadConfig(num_classes=NUM_CLASSES, in_channels=MODEL_CHANNELS, feat_channels=MODEL_CHANNELS)),
+        build_head(RunConfig(), HeadSpec(num_classes=NUM_CLASSES, in_channels=MODEL_CHANNELS, feat_channels=MODEL_CHANNELS)),
         PostprocessConfig(),
     )
     model.load_state_dict(convert_state_dict(mmdet_state), strict=True)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from gfl_repro.models import priors as P
-from gfl_repro.models.assigner import (
+from gfl_repro.models.assigners.atss import (
     CENTER_EPS,
     INF,
     atss_assign,

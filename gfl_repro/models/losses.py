@@ -12,6 +12,8 @@ Eq. 6/10  Distribution FL       :func:`distribution_focal_loss`, :func:`dfl_targ
 Eq. 7  GFL (two-variable form)  :func:`generalized_focal_loss`
 GIoU loss (paper ref. [24])     :func:`giou_loss`
 centerness (FCOS / ATSS)        :func:`centerness_target`, :func:`centerness_loss`
+IoU-balanced weights (ref [28]) :func:`iou_balanced_weights`
+KL loss, Gaussian (ref. [10])   :func:`kl_loss`
 mmdet ``weight_reduce_loss``    :func:`weight_reduce`
 ==============================  ==============================================
 
@@ -47,6 +49,8 @@ __all__ = [
     "centerness_from_distances",
     "centerness_target",
     "centerness_loss",
+    "iou_balanced_weights",
+    "kl_loss",
     "num_bins",
     "bin_values",
     "reg_distribution",
@@ -443,6 +447,70 @@ def centerness_loss(
         ``(N,)`` for ``reduction="none"``, else a scalar.
     """
     loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    return weight_reduce(loss, weight, reduction, avg_factor)
+
+
+# --------------------------------------------------------------------------- #
+# implicit quality: IoU-balanced classification weights (paper ref. [28])
+# --------------------------------------------------------------------------- #
+def iou_balanced_weights(gt_class_losses: Tensor, quality: Tensor, eta: float = 1.5, eps: float = 1e-6) -> Tensor:
+    r"""Per-positive weights of the IoU-balanced classification loss (Wu & Li 2019, the
+    paper's ref. [28]; Table 1a's centerness-/IoU-guided rows, Fig. 6):
+
+    .. math::
+        w_i = q_i^{\eta}\, \frac{\sum_j L_j}{\sum_j q_j^{\eta} L_j + \epsilon}
+
+    where ``L_j`` is positive ``j``'s classification loss at its GT class and ``q_j`` its
+    localization quality (IoU or centerness). The weights keep the total positive loss
+    unchanged and move it towards well-localised positives; they are detached (no gradient
+    flows through the quality or the normaliser), so, as the GFL paper notes, they do not
+    change the optimum of the classification objective.
+
+    Args:
+        gt_class_losses: ``(P,)`` losses of the positives at their GT class.
+        quality: ``(P,)`` qualities in ``[0, 1]``.
+        eta: the exponent (the reference implementation's 1.5).
+        eps: added to the denominator.
+
+    Returns:
+        ``(P,)`` detached weights.
+    """
+    q = quality.detach().clamp(min=0).pow(eta)
+    losses = gt_class_losses.detach()
+    return q * losses.sum() / ((q * losses).sum() + eps)
+
+
+# --------------------------------------------------------------------------- #
+# Gaussian box: KL loss (paper ref. [10])
+# --------------------------------------------------------------------------- #
+def kl_loss(
+    mean: Tensor,
+    log_var: Tensor,
+    target: Tensor,
+    beta: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: str = "none",
+    avg_factor: float | Tensor | None = None,
+) -> Tensor:
+    r"""The KL loss of a Gaussian box coordinate (He et al., CVPR 2019, the paper's ref. [10],
+    their Eqs. 9-10), with :math:`\alpha = \log \sigma^2` predicted:
+
+    .. math::
+        L = e^{-\alpha}\, \mathrm{SmoothL1}_\beta(\mu - y) + \tfrac{1}{2}\alpha
+
+    i.e. :math:`e^{-\alpha}(\mu - y)^2 / 2 + \alpha / 2` for :math:`|\mu - y| < \beta = 1`,
+    else :math:`e^{-\alpha}(|\mu - y| - 1/2) + \alpha / 2`: the KL divergence between a Dirac
+    delta at the target and :math:`\mathcal{N}(\mu, \sigma^2)` up to constants, with the
+    quadratic replaced by its linear continuation beyond ``beta`` as in Smooth L1.
+
+    Args:
+        mean, log_var, target: same shape (one entry per box side).
+        beta: the Smooth L1 switch point (1, in the units of ``target``).
+        weight, reduction, avg_factor: see :func:`weight_reduce`.
+    """
+    diff = (mean - target).abs()
+    smooth_l1 = torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
+    loss = torch.exp(-log_var) * smooth_l1 + 0.5 * log_var
     return weight_reduce(loss, weight, reduction, avg_factor)
 
 

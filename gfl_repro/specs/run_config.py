@@ -39,10 +39,12 @@ class RunConfig:
     quality: str = "joint"  # how localization quality is represented (Table 1a, Fig. 6)
     cls_loss: str = "qfl"  # QFL (Eq. 2) for the joint representation, else FL (Eq. 1)
     qfl_beta: float = 2.0  # β of Eq. 2 (Table 1c)
+    guided_eta: float = 1.5  # η of the IoU-balanced loss (ref. [28]) of the *_guided qualities
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
     box: str = "general"  # Dirac delta / Gaussian / General distribution (Table 2a)
     dfl_weight: float = 0.25  # λ1 of Eq. 11; 0 means General without DFL
+    kl_weight: float = 0.25  # weight of the Gaussian box's KL loss (ref. [10]), averaged over the 4 sides
     box_loss: str = "giou"  # GIoU for ATSS/FCOS/GFL; the stock losses of the other detectors
     box_loss_weight: float = 2.0  # λ0 of Eq. 11
     reg_max: float = 16.0  # y_n: top of the regression range in stride units (Table 2b)

@@ -1,0 +1,1 @@
+"""Label assignment: which prior learns which ground-truth box. One file per assigner."""

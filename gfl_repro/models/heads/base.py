@@ -1,0 +1,232 @@
+"""The dense-head interface and the loss and predict paths every dense head shares.
+
+A head turns FPN features into per-level outputs and knows, for its detector:
+
+=====================  ==================================================================
+``forward``            features → :class:`HeadOutputs` (class logits, box regression,
+                       quality branch when the quality representation has one)
+``priors``             the anchors or points of each level
+``assign``             :class:`Targets` of a batch (labels, the GT of each positive)
+``frame``              where the positives' boxes live while their losses are computed
+``centerness``         the geometric centerness target of positive priors
+``cls_normaliser``     the number the classification loss is divided by
+``box_norm``           how the weighted box losses are normalised
+``score``              the activation of the class logits at test time (sigmoid)
+=====================  ==================================================================
+
+and composes two independent axes of the paper: the quality representation
+(:mod:`gfl_repro.models.quality`, Table 1a) and the box representation
+(:mod:`gfl_repro.models.box_representation`, Table 2a). :meth:`DenseHead.loss` is Eq. 11 for
+any such pair: the quality's classification loss over every prior, the box representation's
+losses over the positives weighted by the quality's box weights, and the quality branch's loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ...distributed import reduce_mean
+from ..box_ops import aligned_iou
+from ..box_representation import BoxNorm, BoxRepresentation, Frame
+from ..postprocess import PostprocessConfig, postprocess_image
+from ..quality import ClsLossInputs, Quality, QualityTargets
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The width of a head (the paper's 256-channel, 4-conv towers, or a toy version)."""
+
+    num_classes: int
+    in_channels: int = 256
+    feat_channels: int = 256
+    stacked_convs: int = 4
+    norm_groups: int = 32
+
+
+@dataclass
+class HeadOutputs:
+    """Per-level raw outputs, each (B, ch, H_l, W_l)."""
+
+    cls: list[Tensor]
+    reg: list[Tensor]
+    quality: list[Tensor] | None
+
+
+@dataclass
+class Targets:
+    """Training targets of a batch, one row per prior, in the order of :meth:`DenseHead.flatten`."""
+
+    labels: Tensor  # (N,) class index, num_classes = background
+    label_weights: Tensor | None  # (N,) 0 for ignored priors; None: all count
+    priors: Tensor  # (N, 4) anchors or (N, 2) points
+    strides: Tensor  # (N,)
+    boxes: Tensor  # (N, 4) the assigned GT box in pixels (or its distances, see the head), valid at positives
+    cls_normaliser: float  # the classification loss's avg_factor before averaging over processes
+
+
+class Scale(nn.Module):
+    """A learnable scalar multiplying one level's regression output (init 1)."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(float(value)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def conv_tower(in_channels: int, channels: int, depth: int, groups: int, bias: bool = False) -> nn.Sequential:
+    """depth × (3×3 conv, GroupNorm, ReLU), as mmdet's ConvModule with GN (no conv bias
+    unless ``bias``, FCOS's ``conv_bias=True``)."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=bias),
+            nn.GroupNorm(groups, channels),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+class DenseHead(nn.Module):
+    """Two towers (classification, regression) of 3×3 conv + GroupNorm + ReLU per level, a
+    class conv, a box conv times a learnable per-level scale, and a quality conv on the
+    regression tower when the quality representation has a branch. Normal(0, 0.01) init,
+    class bias for prior 0.01 (the focal-loss init)."""
+
+    strides: tuple[int, ...] = (8, 16, 32, 64, 128)
+    conv_bias = False
+
+    def __init__(self, spec: HeadSpec, quality: Quality, box: BoxRepresentation) -> None:
+        super().__init__()
+        self.spec, self.quality, self.box = spec, quality, box
+        groups = min(spec.norm_groups, spec.feat_channels)
+        self.cls_tower = conv_tower(spec.in_channels, spec.feat_channels, spec.stacked_convs, groups, self.conv_bias)
+        self.reg_tower = conv_tower(spec.in_channels, spec.feat_channels, spec.stacked_convs, groups, self.conv_bias)
+        self.cls_out = nn.Conv2d(spec.feat_channels, spec.num_classes, 3, padding=1)
+        self.reg_out = nn.Conv2d(spec.feat_channels, box.channels, 3, padding=1)
+        self.quality_out = nn.Conv2d(spec.feat_channels, 1, 3, padding=1) if quality.branch else None
+        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.constant_(self.cls_out.bias, -math.log((1 - 0.01) / 0.01))
+
+    @classmethod
+    def build(cls, config, spec: HeadSpec, quality: Quality, box: BoxRepresentation) -> "DenseHead":
+        """The head for a run config (a head reads its own detector's settings here)."""
+        return cls(spec, quality, box)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    # ------------------------------------------------------------------------- forward
+
+    def forward(self, feats: Sequence[Tensor]) -> HeadOutputs:
+        cls, reg, quality = [], [], []
+        for feat, scale in zip(feats, self.scales):
+            cls_feat = self.cls_tower(feat)
+            reg_feat = self.reg_tower(feat)
+            cls.append(self.cls_out(cls_feat))
+            reg.append(self.box.activate(scale(self.reg_out(reg_feat)).float()))
+            if self.quality_out is not None:
+                quality.append(self.quality_out(reg_feat))
+        return HeadOutputs(cls, reg, quality if self.quality_out is not None else None)
+
+    # ------------------------------------------------------------------------- per detector
+
+    def priors(self, outputs: HeadOutputs) -> list[Tensor]:
+        raise NotImplementedError
+
+    def assign(self, priors: list[Tensor], gt: list[dict]) -> Targets:
+        raise NotImplementedError
+
+    def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
+        """[(B, ch, H, W)] per level → (N, ch) rows in the order of :class:`Targets`."""
+        raise NotImplementedError
+
+    def frame(self, t: Targets, pos: Tensor) -> Frame:
+        raise NotImplementedError
+
+    def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
+        raise NotImplementedError
+
+    def box_norm(self, weights: Tensor) -> BoxNorm:
+        raise NotImplementedError
+
+    def prior_centres(self, priors: Tensor) -> Tensor:
+        """Points the distances of one level's priors are measured from, in pixels."""
+        raise NotImplementedError
+
+    def score(self, logits: Tensor) -> Tensor:
+        """Class probabilities at test time: sigmoid per class."""
+        return logits.sigmoid()
+
+    # ------------------------------------------------------------------------- loss
+
+    def loss(self, outputs: HeadOutputs, gt: list[dict]) -> dict[str, Tensor]:
+        """Eq. 11 for this head's quality and box representations, named as mmdet names them."""
+        C = self.num_classes
+        t = self.assign(self.priors(outputs), gt)
+        cls = self.flatten(outputs.cls, C)
+        reg = self.flatten(outputs.reg, self.box.channels)
+        pos = torch.nonzero((t.labels >= 0) & (t.labels < C)).squeeze(1)
+        x = ClsLossInputs(cls, t.labels, t.label_weights, pos, max(reduce_mean(float(t.cls_normaliser), cls.device), 1.0))
+
+        pos_reg = reg[pos]
+        frame = self.frame(t, pos)
+        pred_boxes = self.box.decode(pos_reg, frame)
+        q = QualityTargets(iou=aligned_iou(pred_boxes.detach(), frame.target_boxes).clamp(min=0),
+                           centerness=self.centerness(t, pos, frame) if len(pos) else pred_boxes.new_zeros(0))
+
+        losses = {"loss_cls": self.quality.cls_loss(x, q)}
+        weights = self.quality.box_weights(x, q)
+        norm = self.box_norm(weights)
+        if len(pos):
+            losses.update(self.box.losses(pos_reg, pred_boxes, frame, weights, norm))
+        else:
+            losses.update({name: reg.sum() * 0 for name in self.box.loss_names()})
+        if self.quality.branch:
+            losses[self.quality.branch_loss_name] = self.quality.branch_loss(
+                self.flatten(outputs.quality, 1).squeeze(1), x, q)
+        return losses
+
+    # ------------------------------------------------------------------------- predict
+
+    def decode(self, level: int, priors: Tensor, reg: Tensor, img_shape: Sequence[int]) -> Tensor:
+        """Boxes in input-image pixels for the given priors of one level."""
+        return self.box.decode_test(reg, priors, self.prior_centres(priors), self.strides[level], img_shape)
+
+    @torch.no_grad()
+    def predict(self, outputs: HeadOutputs, metas: list[dict], cfg: PostprocessConfig) -> list[dict[str, Tensor]]:
+        """Detections per image in original-image pixels: dict(boxes (N,4), scores (N,), labels (N,)).
+
+        The test score is the class probability, times the quality branch's probability when
+        the quality representation has a branch (multiplied in after the score threshold and
+        the top-k, as mmdet does)."""
+        priors = self.priors(outputs)
+        results = []
+        for b, meta in enumerate(metas):
+            probs = [self.score(x[b].permute(1, 2, 0).reshape(-1, x.shape[1])) for x in outputs.cls]
+            regs = [x[b].permute(1, 2, 0).reshape(-1, x.shape[1]) for x in outputs.reg]
+            factors = None
+            if outputs.quality is not None:
+                factors = [x[b].reshape(-1).sigmoid() for x in outputs.quality]
+            img_shape = tuple(meta["img_shape"])
+
+            def decode(level: int, idx: Tensor, regs=regs, img_shape=img_shape) -> Tensor:
+                return self.decode(level, priors[level][idx], regs[level][idx], img_shape)
+
+            results.append(postprocess_image(probs, decode, factors, scale_factor=meta["scale_factor"], cfg=cfg))
+        return results
+
+
+__all__ = ["DenseHead", "HeadOutputs", "HeadSpec", "Scale", "Targets", "conv_tower"]

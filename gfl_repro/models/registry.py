@@ -1,0 +1,49 @@
+"""Which detectors the native engine builds, and from what: one entry per detector.
+
+An entry names the head class (one file per detector under :mod:`gfl_repro.models.heads`),
+how its Dirac box is encoded, the neck it sits on, and which quality and box representations
+it accepts. :func:`gfl_repro.models.detector.build_detector` reads it; nothing else decides
+what a detector is made of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .box_representation import BOXES
+from .heads.atss import ATSSHead
+from .heads.base import DenseHead
+from .heads.fcos import FCOSHead
+from .quality import QUALITIES
+
+
+@dataclass(frozen=True)
+class DetectorEntry:
+    head: type[DenseHead]
+    dirac_coder: str  # "delta" (from anchors) or "distance" (from points, in stride units)
+    clamp_distances: bool = False  # Dirac distances kept >= 0 (FCOS's norm_on_bbox)
+    relu_before_extra_convs: bool = False  # FPN: ReLU before the P6 -> P7 conv (mmdet's FCOS neck)
+    qualities: tuple[str, ...] = QUALITIES
+    boxes: tuple[str, ...] = BOXES
+    box_losses: tuple[str, ...] = ("giou",)
+
+
+DETECTORS: dict[str, DetectorEntry] = {
+    "atss": DetectorEntry(ATSSHead, dirac_coder="delta"),
+    "fcos": DetectorEntry(FCOSHead, dirac_coder="distance", clamp_distances=True, relu_before_extra_convs=True),
+}
+
+
+def check_supported(config) -> None:
+    """Raise ValueError naming what the native engine cannot build for ``config``."""
+    entry = DETECTORS.get(config.detector)
+    if entry is None:
+        raise ValueError(f"detector {config.detector!r} is not in the native engine yet (it has: {', '.join(DETECTORS)})")
+    for field, allowed in (("quality", entry.qualities), ("box", entry.boxes), ("box_loss", entry.box_losses)):
+        value = getattr(config, field)
+        if value not in allowed:
+            raise ValueError(f"{config.detector} with {field} = {value!r} is not in the native engine yet "
+                             f"(it has: {', '.join(allowed)})")
+
+
+__all__ = ["DETECTORS", "DetectorEntry", "check_supported"]
