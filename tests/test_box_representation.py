@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gfl_repro.models.box_ops import aligned_giou, delta2bbox, distance2bbox
-from gfl_repro.models.box_representation import BoxNorm, Frame, build_box_representation
+from gfl_repro.models.box_representation import BoxNorm, build_box_representation
+from gfl_repro.models.coders import DeltaCoder, DistanceCoder, Frame
 from gfl_repro.models.detector import build_head
 from gfl_repro.models.heads.base import HeadSpec
 from gfl_repro.models.losses import kl_loss
@@ -43,7 +44,7 @@ def test_kl_loss_is_he_et_al_eq_9_and_10():
 
 def test_dirac_distance_giou_normalised_both_ways():
     frame = _frame()
-    box = build_box_representation(RunConfig(box="dirac", dfl_weight=0.0, box_loss_weight=2.0), "distance", True)
+    box = build_box_representation(RunConfig(box="dirac", dfl_weight=0.0, box_loss_weight=2.0), DistanceCoder(clamp=True))
     assert box.channels == 4
     reg = torch.tensor([[1.1, 2.0, 2.5, 1.5], [2.0, 0.5, 1.0, 3.0]], dtype=D)
     pred = box.decode(reg, frame)
@@ -59,7 +60,7 @@ def test_dirac_distance_giou_normalised_both_ways():
 
 
 def test_dirac_delta_decodes_from_anchors():
-    box = build_box_representation(RunConfig(box="dirac", dfl_weight=0.0), "delta", False)
+    box = build_box_representation(RunConfig(box="dirac", dfl_weight=0.0), DeltaCoder())
     anchors = torch.tensor([[0.0, 0.0, 32.0, 32.0]], dtype=D)
     reg = torch.tensor([[0.1, -0.2, 0.3, 0.0]], dtype=D)
     frame = Frame(target_boxes=torch.tensor([[2.0, 0.0, 30.0, 28.0]], dtype=D), anchors=anchors)
@@ -69,8 +70,8 @@ def test_dirac_delta_decodes_from_anchors():
 
 def test_general_integral_decode_and_dfl():
     frame = _frame()
-    box = build_box_representation(RunConfig(box="general", reg_max=4.0, bin_width=1.0, dfl_weight=0.25), "delta", False)
-    assert box.channels == 4 * 5 and box.coder == "distance"  # General never uses the delta coder
+    box = build_box_representation(RunConfig(box="general", reg_max=4.0, bin_width=1.0, dfl_weight=0.25), DeltaCoder())
+    assert box.channels == 4 * 5 and box.coder.name == "distance"  # General never uses the delta coder
     reg = torch.randn(2, 20, dtype=D, generator=torch.Generator().manual_seed(0))
     probs = reg.reshape(2, 4, 5).softmax(-1)
     distances = (probs * torch.arange(5, dtype=D)).sum(-1)  # Eq. 5
@@ -87,13 +88,13 @@ def test_general_integral_decode_and_dfl():
     expected = 0.25 * (w[:, None] * dfl).sum() / (4 * 1.0 + EPS) / 2.0
     torch.testing.assert_close(losses["loss_dfl"], expected)
     # without DFL only GIoU trains the distribution
-    no_dfl = build_box_representation(RunConfig(box="general", reg_max=4.0, dfl_weight=0.0), "delta", False)
+    no_dfl = build_box_representation(RunConfig(box="general", reg_max=4.0, dfl_weight=0.0), DeltaCoder())
     assert set(no_dfl.losses(reg, pred, frame, w, BoxNorm(1.0, 2.0))) == {"loss_bbox"}
 
 
 def test_gaussian_decodes_from_the_means_and_adds_the_kl_loss():
     frame = _frame()
-    box = build_box_representation(RunConfig(box="gaussian", dfl_weight=0.0, kl_weight=0.25), "delta", False)
+    box = build_box_representation(RunConfig(box="gaussian", dfl_weight=0.0, kl_weight=0.25), DeltaCoder())
     assert box.channels == 8
     means = torch.tensor([[1.2, 1.8, 3.1, 1.0], [2.0, 1.0, 1.0, 3.0]], dtype=D)
     log_vars = torch.tensor([[0.1, -0.2, 0.0, 0.5], [1.0, 0.0, -1.0, 0.2]], dtype=D)
@@ -110,7 +111,7 @@ def test_gaussian_decodes_from_the_means_and_adds_the_kl_loss():
     out = box.activate(maps).reshape(-1)
     assert out[:4].tolist() == [0.0, 2.0, 0.5, 0.0] and out[4:].tolist() == [-1.0, -2.0, 0.25, 4.0]
     # test-time boxes come from the means, in pixels
-    boxes = box.decode_test(reg.float(), None, torch.tensor([[8.0, 8.0], [8.0, 8.0]]), 8, (64, 64))
+    boxes = box.decode_test(reg.float(), None, torch.tensor([[8.0, 8.0], [8.0, 8.0]]), 0, 8, (64, 64))
     torch.testing.assert_close(boxes, distance2bbox(torch.tensor([[8.0, 8.0]] * 2), means.float() * 8, max_shape=(64, 64)))
 
 

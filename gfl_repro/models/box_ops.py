@@ -27,6 +27,8 @@ __all__ = [
     "aligned_iou",
     "aligned_giou",
     "pairwise_iou",
+    "bbox2delta",
+    "delta2bbox",
 ]
 
 
@@ -251,7 +253,23 @@ def pairwise_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 DELTA_STDS = (0.1, 0.1, 0.2, 0.2)
-"""ATSS's DeltaXYWHBBoxCoder normalisation (means are 0) in mmdet's ``atss_r50_fpn_1x_coco``."""
+"""ATSS's (and SSD's) DeltaXYWHBBoxCoder normalisation (means are 0); RetinaNet's is 1."""
+
+
+def bbox2delta(anchors: Tensor, boxes: Tensor, stds: Sequence[float] = DELTA_STDS) -> Tensor:
+    """Encode ``xyxy`` boxes as ``(dx, dy, dw, dh)`` deltas from ``xyxy`` anchors (mmdet's
+    ``bbox2delta``, means 0): ``dx = (gx - px) / pw``, ``dw = log(gw / pw)``, divided by ``stds``."""
+    anchors, boxes = anchors.float(), boxes.float()
+    px = (anchors[..., 0] + anchors[..., 2]) * 0.5
+    py = (anchors[..., 1] + anchors[..., 3]) * 0.5
+    pw = anchors[..., 2] - anchors[..., 0]
+    ph = anchors[..., 3] - anchors[..., 1]
+    gx = (boxes[..., 0] + boxes[..., 2]) * 0.5
+    gy = (boxes[..., 1] + boxes[..., 3]) * 0.5
+    gw = boxes[..., 2] - boxes[..., 0]
+    gh = boxes[..., 3] - boxes[..., 1]
+    deltas = torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
+    return deltas.sub_(deltas.new_zeros(4)).div_(deltas.new_tensor(stds))
 
 
 def delta2bbox(

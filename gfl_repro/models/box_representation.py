@@ -4,23 +4,22 @@ Every representation regresses, per prior, the four sides of its box and says ho
 outputs into boxes and which losses train it:
 
 ==============  ==================================  ===========================================
-box             outputs per prior                   losses (besides GIoU on the decoded box)
+box             outputs per prior                   losses
 ==============  ==================================  ===========================================
-``dirac``       4: one value per side (Eq. 3)       none
-``gaussian``    8: a mean and a log-variance        KL loss of ref. [10] per side
-                per side (ref. [10])                (:func:`~gfl_repro.models.losses.kl_loss`)
-``general``     4 × (n + 1): a distribution over    DFL (Eq. 6) when ``dfl_weight > 0``
-                the bins of each side (Eq. 5)
+``dirac``       4: one value per side (Eq. 3),      the detector's box loss: GIoU on the decoded
+                encoded by the detector's coder     box (ATSS, FCOS), L1 (RetinaNet) or Smooth L1
+                (:mod:`gfl_repro.models.coders`)    (FoveaBox, SSD) on the encoded target
+``gaussian``    8: a mean and a log-variance        GIoU on the mean box + the KL loss of ref.
+                per side (ref. [10])                [10] per side (:func:`~.losses.kl_loss`)
+``general``     4 × (n + 1): a distribution over    GIoU on the integral's box + DFL (Eq. 6)
+                the bins of each side (Eq. 5)       when ``dfl_weight > 0``
 ==============  ==================================  ===========================================
 
-Distances are in stride units, measured from the prior's centre (the point of a point prior).
-A Dirac box on an anchor-based head (ATSS) is instead encoded as mmdet's ATSS does, as
-``(dx, dy, dw, dh)`` deltas from the anchor (``coder = "delta"``). A Gaussian box is decoded
-from its means; its variances only enter the KL loss.
-
-The box losses of the positives are weighted per positive (the quality's box weights) and
-normalised by :class:`BoxNorm`: GIoU with weight λ0 (Eq. 11), DFL with λ1 averaged over the
-four sides (Eq. 11), the KL loss with ``kl_weight`` averaged over the four sides.
+The Gaussian and General boxes are distances from the prior's centre in stride units; the
+Gaussian box is decoded from its means (kept >= 0, like FCOS's distances), its variances only
+enter the KL loss. The box losses of the positives are weighted per positive (the quality's box
+weights) and normalised by :class:`BoxNorm`: the box loss with weight λ0 (Eq. 11), DFL with λ1
+averaged over the four sides (Eq. 11), the KL loss with ``kl_weight`` averaged over the sides.
 """
 
 from __future__ import annotations
@@ -30,34 +29,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .box_ops import delta2bbox, distance2bbox
-from .losses import distribution_focal_loss, dfl_target, giou_loss, integral, kl_loss, num_bins
+from .box_ops import distance2bbox
+from .coders import Coder, DistanceCoder, Frame
+from .losses import (distribution_focal_loss, dfl_target, giou_loss, integral, kl_loss, l1_loss, num_bins,
+                     smooth_l1_loss)
 
 BOXES = ("dirac", "gaussian", "general")
+BOX_LOSSES = ("giou", "l1", "smooth_l1")
 SIDES = 4
-
-
-@dataclass(frozen=True)
-class Frame:
-    """Where the positives' boxes live while their losses are computed.
-
-    ``anchors`` for the delta coder; otherwise ``origin``, the points distances are measured
-    from, with the targets as distances (stride units) and as boxes in the same frame.
-    """
-
-    target_boxes: Tensor  # (P, 4)
-    origin: Tensor | None = None  # (P, 2)
-    target_distances: Tensor | None = None  # (P, 4)
-    anchors: Tensor | None = None  # (P, 4), delta coder only
 
 
 @dataclass(frozen=True)
 class BoxNorm:
     """How a head normalises its weighted box losses: ``λ · loss(avg_factor=inside) / after``.
 
-    mmdet's two conventions: ATSS/GFL pass ``avg_factor = 1`` and divide the weighted sum by
-    the (process-averaged) sum of the weights afterwards, clamped at 1; FCOS passes that sum,
-    clamped at 1e-6, as the ``avg_factor``.
+    mmdet's conventions: ATSS/GFL pass ``avg_factor = 1`` and divide the weighted sum by the
+    (process-averaged) sum of the weights afterwards, clamped at 1; FCOS passes that sum,
+    clamped at 1e-6, as the ``avg_factor``; RetinaNet, FoveaBox and SSD pass their number of
+    positives.
     """
 
     inside: float
@@ -65,16 +54,15 @@ class BoxNorm:
 
 
 class BoxRepresentation:
-    """Dirac delta (Eq. 3): one regressed value per side."""
+    """Dirac delta (Eq. 3): one regressed value per side, encoded by the detector's coder."""
 
     name = "dirac"
 
-    def __init__(self, coder: str = "distance", box_loss_weight: float = 2.0, clamp_distances: bool = False) -> None:
-        if coder not in ("distance", "delta"):
-            raise ValueError(f"unknown box coder {coder!r}")
-        self.coder = coder
-        self.box_loss_weight = box_loss_weight
-        self.clamp_distances = clamp_distances  # FCOS keeps distances >= 0 (mmdet's norm_on_bbox)
+    def __init__(self, coder: Coder, box_loss: str = "giou", box_loss_weight: float = 2.0,
+                 smooth_l1_beta: float = 1.0) -> None:
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"unknown box loss {box_loss!r}; choose from {', '.join(BOX_LOSSES)}")
+        self.coder, self.box_loss, self.box_loss_weight, self.beta = coder, box_loss, box_loss_weight, smooth_l1_beta
 
     @property
     def channels(self) -> int:
@@ -82,29 +70,30 @@ class BoxRepresentation:
         return SIDES
 
     def activate(self, reg: Tensor) -> Tensor:
-        """The head's regression output after its per-level scale (float32)."""
-        return reg.clamp(min=0) if self.clamp_distances else reg
-
-    def distances(self, reg: Tensor) -> Tensor:
-        """``(..., 4)`` distances in stride units (``l, t, r, b``)."""
-        return reg
+        """A level's regression maps after the per-level scale (float32)."""
+        return self.coder.activate(reg)
 
     def decode(self, reg: Tensor, frame: Frame) -> Tensor:
         """The positives' predicted boxes in the frame of the targets."""
-        if self.coder == "delta":
-            return delta2bbox(frame.anchors, reg)
-        return distance2bbox(frame.origin, self.distances(reg))
+        return self.coder.decode(reg, frame)
 
-    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, stride: int, img_shape) -> Tensor:
+    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, level: int, stride: float, img_shape) -> Tensor:
         """Boxes in input-image pixels, clipped to ``img_shape``, for priors of one level."""
-        if self.coder == "delta":
-            return delta2bbox(priors, reg, max_shape=img_shape)
-        return distance2bbox(centres, self.distances(reg) * stride, max_shape=img_shape)
+        return self.coder.decode_test(reg, priors, centres, level, stride, img_shape)
 
     def losses(self, reg: Tensor, pred_boxes: Tensor, frame: Frame, weights: Tensor, norm: BoxNorm) -> dict[str, Tensor]:
-        """``loss_bbox`` (GIoU, λ0) and the representation's own loss, for the positives."""
-        return {"loss_bbox": self.box_loss_weight * giou_loss(
-            pred_boxes, frame.target_boxes, weight=weights, reduction="mean", avg_factor=norm.inside) / norm.after}
+        """``loss_bbox`` (λ0) and the representation's own loss, for the positives."""
+        if self.box_loss == "giou":
+            loss = giou_loss(pred_boxes, frame.target_boxes, weight=weights, reduction="mean", avg_factor=norm.inside)
+        else:
+            side_weights = weights[:, None].expand(-1, SIDES)
+            if self.box_loss == "l1":
+                loss = l1_loss(reg, self.coder.encode(frame), weight=side_weights, reduction="mean",
+                               avg_factor=norm.inside)
+            else:
+                loss = smooth_l1_loss(reg, self.coder.encode(frame), beta=self.beta, weight=side_weights,
+                                      reduction="mean", avg_factor=norm.inside)
+        return {"loss_bbox": self.box_loss_weight * loss / norm.after}
 
     def loss_names(self) -> tuple[str, ...]:
         return ("loss_bbox",)
@@ -116,8 +105,9 @@ class General(BoxRepresentation):
 
     name = "general"
 
-    def __init__(self, reg_max: float = 16.0, bin_width: float = 1.0, dfl_weight: float = 0.25, **kwargs) -> None:
-        super().__init__(coder="distance", **kwargs)
+    def __init__(self, reg_max: float = 16.0, bin_width: float = 1.0, dfl_weight: float = 0.25,
+                 box_loss_weight: float = 2.0) -> None:
+        super().__init__(DistanceCoder(), "giou", box_loss_weight)
         self.reg_max, self.bin_width, self.dfl_weight = reg_max, bin_width, dfl_weight
         self.bins = num_bins(reg_max, bin_width)
 
@@ -129,7 +119,14 @@ class General(BoxRepresentation):
         return reg  # logits of the distribution
 
     def distances(self, reg: Tensor) -> Tensor:
+        """Eq. 5: the expected distance of each side, in stride units."""
         return integral(reg, self.reg_max, self.bin_width)
+
+    def decode(self, reg: Tensor, frame: Frame) -> Tensor:
+        return distance2bbox(frame.origin, self.distances(reg))
+
+    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, level: int, stride: float, img_shape) -> Tensor:
+        return distance2bbox(centres, self.distances(reg) * stride, max_shape=img_shape)
 
     def losses(self, reg: Tensor, pred_boxes: Tensor, frame: Frame, weights: Tensor, norm: BoxNorm) -> dict[str, Tensor]:
         losses = super().losses(reg, pred_boxes, frame, weights, norm)
@@ -146,13 +143,13 @@ class General(BoxRepresentation):
 
 class Gaussian(BoxRepresentation):
     """A Gaussian per side (ref. [10]): outputs ``(μ_l, μ_t, μ_r, μ_b, α_l, α_t, α_r, α_b)``
-    with ``α = log σ²``; decoded from the means (kept >= 0 like FCOS's distances); trained
-    with GIoU on the mean box and the KL loss of each side."""
+    with ``α = log σ²``; decoded from the means; trained with GIoU on the mean box and the KL
+    loss of each side."""
 
     name = "gaussian"
 
-    def __init__(self, kl_weight: float = 0.25, **kwargs) -> None:
-        super().__init__(coder="distance", **kwargs)
+    def __init__(self, kl_weight: float = 0.25, box_loss_weight: float = 2.0) -> None:
+        super().__init__(DistanceCoder(), "giou", box_loss_weight)
         self.kl_weight = kl_weight
 
     @property
@@ -166,6 +163,12 @@ class Gaussian(BoxRepresentation):
     def distances(self, reg: Tensor) -> Tensor:
         return reg[..., :SIDES]
 
+    def decode(self, reg: Tensor, frame: Frame) -> Tensor:
+        return distance2bbox(frame.origin, self.distances(reg))
+
+    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, level: int, stride: float, img_shape) -> Tensor:
+        return distance2bbox(centres, self.distances(reg) * stride, max_shape=img_shape)
+
     def losses(self, reg: Tensor, pred_boxes: Tensor, frame: Frame, weights: Tensor, norm: BoxNorm) -> dict[str, Tensor]:
         losses = super().losses(reg, pred_boxes, frame, weights, norm)
         losses["loss_kl"] = self.kl_weight * kl_loss(
@@ -177,13 +180,10 @@ class Gaussian(BoxRepresentation):
         return ("loss_bbox", "loss_kl")
 
 
-def build_box_representation(config, dirac_coder: str, clamp_distances: bool) -> BoxRepresentation:
-    """The box representation a run config names (``config.box``) on a head whose Dirac box uses
-    ``dirac_coder`` ("delta" from anchors, or "distance") and whose distances are clamped at 0
-    (``clamp_distances``, FCOS)."""
+def build_box_representation(config, coder: Coder, smooth_l1_beta: float = 1.0) -> BoxRepresentation:
+    """The box representation ``config.box`` names, on a head whose Dirac box uses ``coder``."""
     if config.box == "dirac":
-        return BoxRepresentation(coder=dirac_coder, box_loss_weight=config.box_loss_weight,
-                                 clamp_distances=clamp_distances)
+        return BoxRepresentation(coder, config.box_loss, config.box_loss_weight, smooth_l1_beta)
     if config.box == "general":
         return General(config.reg_max, config.bin_width, config.dfl_weight, box_loss_weight=config.box_loss_weight)
     if config.box == "gaussian":
@@ -191,4 +191,5 @@ def build_box_representation(config, dirac_coder: str, clamp_distances: bool) ->
     raise ValueError(f"unknown box representation {config.box!r}; choose from {', '.join(BOXES)}")
 
 
-__all__ = ["BOXES", "BoxNorm", "BoxRepresentation", "Frame", "Gaussian", "General", "build_box_representation"]
+__all__ = ["BOXES", "BOX_LOSSES", "BoxNorm", "BoxRepresentation", "Frame", "Gaussian", "General",
+           "build_box_representation"]

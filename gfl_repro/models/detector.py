@@ -54,7 +54,7 @@ def build_head(config: RunConfig, spec: HeadSpec) -> DenseHead:
     """The head of ``config.detector`` with the quality and box representations ``config`` names."""
     check_supported(config)
     entry = DETECTORS[config.detector]
-    box = build_box_representation(config, entry.dirac_coder, entry.clamp_distances)
+    box = build_box_representation(config, entry.coder(), entry.smooth_l1_beta)
     return entry.head.build(config, spec, build_quality(config), box)
 
 
@@ -67,7 +67,8 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
                relu_before_extra_convs=entry.relu_before_extra_convs)
     spec = HeadSpec(num_classes=num_classes, in_channels=width["channels"], feat_channels=width["channels"],
                     stacked_convs=width["convs"], norm_groups=width["groups"])
-    return Detector(backbone, neck, build_head(config, spec), PostprocessConfig.from_config(config))
+    test_cfg = PostprocessConfig.from_config(config, min_bbox_size=entry.min_bbox_size)
+    return Detector(backbone, neck, build_head(config, spec), test_cfg)
 
 
 __all__ = ["Detector", "WIDTH", "build_detector", "build_head", "check_supported"]

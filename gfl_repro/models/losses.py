@@ -13,6 +13,8 @@ Eq. 7  GFL (two-variable form)  :func:`generalized_focal_loss`
 GIoU loss (paper ref. [24])     :func:`giou_loss`
 centerness (FCOS / ATSS)        :func:`centerness_target`, :func:`centerness_loss`
 IoU-balanced weights (ref [28]) :func:`iou_balanced_weights`
+L1 / Smooth L1 (RetinaNet, ...)  :func:`l1_loss`, :func:`smooth_l1_loss`
+SSD's softmax CE, 3:1 negatives  :func:`softmax_hard_negative_loss`
 KL loss, Gaussian (ref. [10])   :func:`kl_loss`
 mmdet ``weight_reduce_loss``    :func:`weight_reduce`
 ==============================  ==============================================
@@ -50,6 +52,9 @@ __all__ = [
     "centerness_target",
     "centerness_loss",
     "iou_balanced_weights",
+    "l1_loss",
+    "smooth_l1_loss",
+    "softmax_hard_negative_loss",
     "kl_loss",
     "num_bins",
     "bin_values",
@@ -448,6 +453,69 @@ def centerness_loss(
     """
     loss = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
     return weight_reduce(loss, weight, reduction, avg_factor)
+
+
+# --------------------------------------------------------------------------- #
+# regression losses on encoded targets, and SSD's classification loss
+# --------------------------------------------------------------------------- #
+def l1_loss(
+    pred: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    reduction: str = "none",
+    avg_factor: float | Tensor | None = None,
+) -> Tensor:
+    """``|pred - target|`` elementwise (RetinaNet's box loss on its deltas; mmdet ``L1Loss``)."""
+    return weight_reduce((pred - target).abs(), weight, reduction, avg_factor)
+
+
+def smooth_l1_loss(
+    pred: Tensor,
+    target: Tensor,
+    beta: float = 1.0,
+    weight: Tensor | None = None,
+    reduction: str = "none",
+    avg_factor: float | Tensor | None = None,
+) -> Tensor:
+    r"""Smooth L1 (Fast R-CNN): :math:`0.5 d^2 / \beta` for :math:`d < \beta`, else
+    :math:`d - 0.5 \beta`, with :math:`d = |pred - target|` (mmdet ``smooth_l1_loss``; FoveaBox
+    uses β = 0.11, SSD β = 1)."""
+    if beta <= 0:
+        raise ValueError("beta must be > 0")
+    diff = (pred - target).abs()
+    loss = torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
+    return weight_reduce(loss, weight, reduction, avg_factor)
+
+
+def softmax_hard_negative_loss(
+    logits: Tensor,
+    labels: Tensor,
+    images: Tensor,
+    num_images: int,
+    avg_factor: float,
+    neg_pos_ratio: int = 3,
+) -> Tensor:
+    """SSD's classification loss (Liu et al., 2016; mmdet ``SSDHead.loss_by_feat_single``):
+    softmax cross-entropy over ``C + 1`` classes (background last), on every positive and, per
+    image, on the ``neg_pos_ratio × #positives`` negatives of highest loss (hard negative
+    mining), summed over images and divided by ``avg_factor`` (Σ max(#positives, 1), no eps).
+
+    Args:
+        logits: ``(N, C + 1)``; labels ``(N,)`` with ``C`` the background; images ``(N,)`` the
+            image index of each row.
+    """
+    background = logits.size(1) - 1
+    losses = F.cross_entropy(logits, labels, reduction="none")
+    total = losses.new_zeros(())
+    for b in range(num_images):
+        mine = images == b
+        image_losses, image_labels = losses[mine], labels[mine]
+        pos = (image_labels >= 0) & (image_labels < background)
+        neg = image_labels == background
+        num_neg = min(neg_pos_ratio * int(pos.sum()), int(neg.sum()))
+        hard, _ = image_losses[neg].topk(num_neg)
+        total = total + (image_losses[pos].sum() + hard.sum()) / avg_factor
+    return total
 
 
 # --------------------------------------------------------------------------- #

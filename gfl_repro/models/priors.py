@@ -206,7 +206,95 @@ def points(featmap_sizes: Sequence[FeatSize], strides: Sequence[int] = GFL_STRID
             for fs, s in zip(featmap_sizes, strides)]
 
 
+# ------------------------------------------------------------------------------------------
+# several anchors per location: RetinaNet's and SSD's generators
+
+
+def base_anchors(base_size: float, scales: Tensor, ratios: Tensor, scale_major: bool = True,
+                 center: tuple[float, float] | None = None) -> Tensor:
+    """The anchors of one location centred at ``center`` (default the origin), ``(A, 4)`` xyxy.
+
+    mmdet ``AnchorGenerator.gen_single_level_base_anchors``: ``ratio = h / w``,
+    ``h_ratios = sqrt(ratios)``, ``w_ratios = 1 / h_ratios``; with ``scale_major`` the anchors
+    are ordered ratio-major (all scales of the first ratio first), otherwise scale-major.
+    """
+    w = h = base_size
+    x_center, y_center = (0.0 * w, 0.0 * h) if center is None else center
+    h_ratios = torch.sqrt(ratios)
+    w_ratios = 1 / h_ratios
+    if scale_major:
+        ws = (w * w_ratios[:, None] * scales[None, :]).view(-1)
+        hs = (h * h_ratios[:, None] * scales[None, :]).view(-1)
+    else:
+        ws = (w * scales[:, None] * w_ratios[None, :]).view(-1)
+        hs = (h * scales[:, None] * h_ratios[None, :]).view(-1)
+    return torch.stack([x_center - 0.5 * ws, y_center - 0.5 * hs, x_center + 0.5 * ws, y_center + 0.5 * hs], dim=-1)
+
+
+def shift_anchors(base: Tensor, featmap_size: FeatSize, stride: float, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> Tensor:
+    """``base`` anchors replicated over a grid, ``(H*W*A, 4)`` ordered (y, x, anchor) as mmdet's
+    ``single_level_grid_priors``; the grid cell ``(i, j)`` shifts by ``(j, i) * stride``."""
+    feat_h, feat_w = int(featmap_size[0]), int(featmap_size[1])
+    base = base.to(device).to(dtype)
+    shift_x = torch.arange(0, feat_w, device=device).to(dtype) * stride
+    shift_y = torch.arange(0, feat_h, device=device).to(dtype) * stride
+    shift_xx, shift_yy = _meshgrid_row_major(shift_x, shift_y)
+    shifts = torch.stack([shift_xx, shift_yy, shift_xx, shift_yy], dim=-1)
+    return (base[None, :, :] + shifts[:, None, :]).view(-1, 4)
+
+
+RETINA_RATIOS = (0.5, 1.0, 2.0)
+
+
+def retina_base_anchors(stride: int, octave_base_scale: float = 4.0, scales_per_octave: int = 3,
+                        ratios: Sequence[float] = RETINA_RATIOS) -> Tensor:
+    """RetinaNet's 9 anchors of one level (mmdet ``AnchorGenerator(octave_base_scale=4,
+    scales_per_octave=3, ratios=[0.5, 1, 2])``, base size = stride, centre offset 0)."""
+    import numpy as np
+
+    scales = torch.Tensor(np.array([2 ** (i / scales_per_octave) for i in range(scales_per_octave)]) * octave_base_scale)
+    return base_anchors(stride, scales, torch.Tensor(list(ratios)), scale_major=True)
+
+
+SSD_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
+
+
+def ssd_sizes(input_size: int, num_levels: int = 7, basesize_ratio_range: tuple[float, float] = (0.1, 0.9)
+              ) -> tuple[list[int], list[int]]:
+    """(min sizes, max sizes) of SSD's anchors per level (mmdet ``SSDAnchorGenerator``, COCO
+    rule: the first level's sizes are 4 % and 10 % of the input)."""
+    min_ratio, max_ratio = int(basesize_ratio_range[0] * 100), int(basesize_ratio_range[1] * 100)
+    step = int((max_ratio - min_ratio) // (num_levels - 2))
+    min_sizes, max_sizes = [], []
+    for ratio in range(min_ratio, max_ratio + 1, step):
+        min_sizes.append(int(input_size * ratio / 100))
+        max_sizes.append(int(input_size * (ratio + step) / 100))
+    min_sizes.insert(0, int(input_size * 4 / 100))
+    max_sizes.insert(0, int(input_size * 10 / 100))
+    return min_sizes, max_sizes
+
+
+def ssd_base_anchors(level: int, stride: float, input_size: int, ratios=SSD_RATIOS) -> Tensor:
+    """SSD's 4 or 6 anchors of one level, centred at the cell centre ``(stride/2, stride/2)``:
+    ``(s=1, r=1)``, ``(s=sqrt(max/min), r=1)``, then ``s=1`` with ``r = 1/2, 2[, 1/3, 3]``."""
+    import numpy as np
+
+    min_sizes, max_sizes = ssd_sizes(input_size, len(ratios))
+    scales = torch.Tensor([1.0, np.sqrt(max_sizes[level] / min_sizes[level])])
+    anchor_ratio = [1.0]
+    for r in ratios[level]:
+        anchor_ratio += [1 / r, r]
+    base = base_anchors(min_sizes[level], scales, torch.Tensor(anchor_ratio), scale_major=False,
+                        center=(stride / 2.0, stride / 2.0))
+    indices = list(range(len(anchor_ratio)))
+    indices.insert(1, len(indices))
+    return torch.index_select(base, 0, torch.LongTensor(indices))
+
+
 __all__ = [
+    "RETINA_RATIOS", "SSD_RATIOS", "base_anchors", "retina_base_anchors", "shift_anchors", "ssd_base_anchors",
+    "ssd_sizes",
     "GFL_STRIDES", "base_anchor", "grid_anchors_single", "grid_anchors", "anchor_centers",
     "valid_flags_single", "valid_flags", "inside_flags", "num_level_inside",
     "points_single", "points",

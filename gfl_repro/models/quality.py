@@ -19,6 +19,9 @@ quality               classification loss                 box-loss weights     t
                       classification-IoU score            (detached)
 ====================  ==================================  ===================  =================
 
+``none`` with ``cls_loss = "softmax_ce"`` is SSD's classification: softmax over the classes and
+a background column, with 3:1 hard negative mining; its test score is the softmax.
+
 A branch is one 3×3 conv on the regression tower with one output per prior, trained on the
 positives with binary cross-entropy against the detached target and normalised by the number
 of positives (mmdet's ATSS centerness branch; its PAA head predicts IoU the same way). The
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .losses import centerness_loss, focal_loss, iou_balanced_weights, quality_focal_loss, weight_reduce
+from .losses import (centerness_loss, focal_loss, iou_balanced_weights, quality_focal_loss,
+                     softmax_hard_negative_loss, weight_reduce)
 
 QUALITIES = ("none", "centerness", "iou", "centerness_guided", "iou_guided", "joint")
 
@@ -55,6 +59,8 @@ class ClsLossInputs:
     label_weights: Tensor | None  # (N,) 0 for ignored priors; None: every prior counts
     pos: Tensor  # (P,) indices of the positives
     num_pos: float  # normaliser (number of positives, averaged over processes, >= 1)
+    images: Tensor | None = None  # (N,) image index of each row (per-image losses)
+    num_images: int = 1
 
 
 class Quality:
@@ -62,6 +68,7 @@ class Quality:
 
     name = "none"
     branch: str | None = None  # "centerness" / "iou": the target of a separate branch
+    softmax = False  # class scores are a softmax over the classes and a background column
 
     def __init__(self, focal_gamma: float = 2.0, focal_alpha: float = 0.25) -> None:
         self.gamma, self.alpha = focal_gamma, focal_alpha
@@ -122,6 +129,20 @@ class Guided(Quality):
         return weight_reduce(loss, weights, reduction="mean", avg_factor=x.num_pos)
 
 
+class SoftmaxHardNegatives(Quality):
+    """No quality, SSD's classification: softmax cross-entropy over the classes and a
+    background column, on the positives and the hardest negatives (3 per positive, per image)."""
+
+    softmax = True
+
+    def __init__(self, neg_pos_ratio: int = 3, **focal) -> None:
+        super().__init__(**focal)
+        self.neg_pos_ratio = neg_pos_ratio
+
+    def cls_loss(self, x: ClsLossInputs, q: QualityTargets) -> Tensor:
+        return softmax_hard_negative_loss(x.logits, x.labels, x.images, x.num_images, x.num_pos, self.neg_pos_ratio)
+
+
 class Joint(Quality):
     """The classification-IoU joint representation trained with QFL (Eq. 2): the score at the
     GT class is the IoU target for positives, 0 everywhere else (Fig. 1b)."""
@@ -148,7 +169,7 @@ def build_quality(config) -> Quality:
     """The quality representation a run config names (``config.quality``)."""
     focal = dict(focal_gamma=config.focal_gamma, focal_alpha=config.focal_alpha)
     if config.quality == "none":
-        return Quality(**focal)
+        return SoftmaxHardNegatives(**focal) if config.cls_loss == "softmax_ce" else Quality(**focal)
     if config.quality in ("centerness", "iou"):
         return SeparateBranch(config.quality, **focal)
     if config.quality in ("centerness_guided", "iou_guided"):
@@ -159,4 +180,4 @@ def build_quality(config) -> Quality:
 
 
 __all__ = ["ClsLossInputs", "Guided", "Joint", "QUALITIES", "Quality", "QualityTargets", "SeparateBranch",
-           "build_quality"]
+           "SoftmaxHardNegatives", "build_quality"]

@@ -9,8 +9,10 @@ what a detector is made of.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from .box_representation import BOXES
+from .coders import Coder, DeltaCoder, DistanceCoder
 from .heads.atss import ATSSHead
 from .heads.base import DenseHead
 from .heads.fcos import FCOSHead
@@ -20,17 +22,19 @@ from .quality import QUALITIES
 @dataclass(frozen=True)
 class DetectorEntry:
     head: type[DenseHead]
-    dirac_coder: str  # "delta" (from anchors) or "distance" (from points, in stride units)
-    clamp_distances: bool = False  # Dirac distances kept >= 0 (FCOS's norm_on_bbox)
+    coder: Callable[[], Coder]  # how its Dirac box is encoded (:mod:`gfl_repro.models.coders`)
+    neck: str = "fpn"  # "fpn": P3-P7, P6 from the P5 output; "fpn_on_input": P6 from C5; "ssd"
     relu_before_extra_convs: bool = False  # FPN: ReLU before the P6 -> P7 conv (mmdet's FCOS neck)
     qualities: tuple[str, ...] = QUALITIES
     boxes: tuple[str, ...] = BOXES
     box_losses: tuple[str, ...] = ("giou",)
+    smooth_l1_beta: float = 1.0
+    min_bbox_size: float | None = 0  # test: boxes this small or smaller are dropped (None: none)
 
 
 DETECTORS: dict[str, DetectorEntry] = {
-    "atss": DetectorEntry(ATSSHead, dirac_coder="delta"),
-    "fcos": DetectorEntry(FCOSHead, dirac_coder="distance", clamp_distances=True, relu_before_extra_convs=True),
+    "atss": DetectorEntry(ATSSHead, coder=DeltaCoder),
+    "fcos": DetectorEntry(FCOSHead, coder=lambda: DistanceCoder(clamp=True), relu_before_extra_convs=True),
 }
 
 

@@ -20,7 +20,8 @@ from torch import Tensor
 from ...distributed import reduce_mean
 from ..assigners.atss import atss_assign
 from ..box_ops import bbox2distance
-from ..box_representation import BoxNorm, Frame
+from ..box_representation import BoxNorm
+from ..coders import Frame
 from ..losses import centerness_target
 from ..priors import anchor_centers, grid_anchors
 from .base import DenseHead, HeadOutputs, Targets
@@ -76,7 +77,7 @@ class ATSSHead(DenseHead):
 
     def frame(self, t: Targets, pos: Tensor) -> Frame:
         anchors, gt = t.priors[pos], t.boxes[pos]
-        if self.box.coder == "delta":
+        if self.box.coder.name == "delta":
             return Frame(target_boxes=gt, anchors=anchors)
         strides = t.strides[pos][:, None]
         origin = anchor_centers(anchors) / strides
@@ -87,7 +88,7 @@ class ATSSHead(DenseHead):
         """Centerness of the anchor centre in its GT box, in pixels (mmdet ``ATSSHead.centerness_target``)."""
         return centerness_target(t.priors[pos], t.boxes[pos])
 
-    def box_norm(self, weights: Tensor) -> BoxNorm:
+    def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
         return BoxNorm(inside=1.0, after=max(reduce_mean(float(weights.sum()), weights.device), 1.0))
 
     def prior_centres(self, priors: Tensor) -> Tensor:

@@ -9,9 +9,10 @@ A head turns FPN features into per-level outputs and knows, for its detector:
 ``assign``             :class:`Targets` of a batch (labels, the GT of each positive)
 ``frame``              where the positives' boxes live while their losses are computed
 ``centerness``         the geometric centerness target of positive priors
-``cls_normaliser``     the number the classification loss is divided by
-``box_norm``           how the weighted box losses are normalised
-``score``              the activation of the class logits at test time (sigmoid)
+``cls_avg_factor``     the number the classification loss is divided by
+``box_norm``           how the box losses are normalised
+``score``              the activation of the class logits at test time (sigmoid, or
+                       softmax without the background column)
 =====================  ==================================================================
 
 and composes two independent axes of the paper: the quality representation
@@ -32,7 +33,8 @@ from torch import Tensor, nn
 
 from ...distributed import reduce_mean
 from ..box_ops import aligned_iou
-from ..box_representation import BoxNorm, BoxRepresentation, Frame
+from ..box_representation import BoxNorm, BoxRepresentation
+from ..coders import Frame
 from ..postprocess import PostprocessConfig, postprocess_image
 from ..quality import ClsLossInputs, Quality, QualityTargets
 
@@ -67,6 +69,9 @@ class Targets:
     strides: Tensor  # (N,)
     boxes: Tensor  # (N, 4) the assigned GT box in pixels (or its distances, see the head), valid at positives
     cls_normaliser: float  # the classification loss's avg_factor before averaging over processes
+    images: Tensor | None = None  # (N,) image index of each row, for losses that work per image
+    num_images: int = 1
+    encoded: Tensor | None = None  # (N, 4) regression targets the assigner encoded itself (FoveaBox)
 
 
 class Scale(nn.Module):
@@ -80,16 +85,18 @@ class Scale(nn.Module):
         return x * self.scale
 
 
-def conv_tower(in_channels: int, channels: int, depth: int, groups: int, bias: bool = False) -> nn.Sequential:
+def conv_tower(in_channels: int, channels: int, depth: int, groups: int | None, bias: bool = False) -> nn.Sequential:
     """depth × (3×3 conv, GroupNorm, ReLU), as mmdet's ConvModule with GN (no conv bias
-    unless ``bias``, FCOS's ``conv_bias=True``)."""
+    unless ``bias``, FCOS's ``conv_bias=True``); with ``groups=None`` depth × (3×3 conv with
+    bias, ReLU), mmdet's ConvModule without a norm (RetinaNet, FoveaBox)."""
     layers: list[nn.Module] = []
     for i in range(depth):
-        layers += [
-            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1, bias=bias),
-            nn.GroupNorm(groups, channels),
-            nn.ReLU(inplace=True),
-        ]
+        conv_in = in_channels if i == 0 else channels
+        if groups is None:
+            layers += [nn.Conv2d(conv_in, channels, 3, padding=1, bias=True), nn.ReLU(inplace=True)]
+        else:
+            layers += [nn.Conv2d(conv_in, channels, 3, padding=1, bias=bias), nn.GroupNorm(groups, channels),
+                       nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -97,21 +104,38 @@ class DenseHead(nn.Module):
     """Two towers (classification, regression) of 3×3 conv + GroupNorm + ReLU per level, a
     class conv, a box conv times a learnable per-level scale, and a quality conv on the
     regression tower when the quality representation has a branch. Normal(0, 0.01) init,
-    class bias for prior 0.01 (the focal-loss init)."""
+    class bias for prior 0.01 (the focal-loss init). A head for another detector changes the
+    class attributes below or overrides :meth:`build_layers` / :meth:`forward`."""
 
     strides: tuple[int, ...] = (8, 16, 32, 64, 128)
-    conv_bias = False
+    conv_bias = False  # bias on the tower convs (FCOS)
+    tower_norm = True  # GroupNorm in the towers (ATSS, FCOS); RetinaNet and FoveaBox have none
+    uses_scales = True  # a learnable scale per level on the box output
+    num_anchors = 1  # priors per location
+    quality_weights_boxes = True  # box losses weighted by the quality (Eq. 11); False: the detector's own
 
     def __init__(self, spec: HeadSpec, quality: Quality, box: BoxRepresentation) -> None:
         super().__init__()
         self.spec, self.quality, self.box = spec, quality, box
-        groups = min(spec.norm_groups, spec.feat_channels)
+        self.build_layers()
+        self.init_weights()
+
+    @property
+    def cls_channels(self) -> int:
+        """Class outputs per prior: C, or C + 1 with the background last for a softmax loss."""
+        return self.num_classes + (1 if self.quality.softmax else 0)
+
+    def build_layers(self) -> None:
+        spec, A = self.spec, self.num_anchors
+        groups = min(spec.norm_groups, spec.feat_channels) if self.tower_norm else None
         self.cls_tower = conv_tower(spec.in_channels, spec.feat_channels, spec.stacked_convs, groups, self.conv_bias)
         self.reg_tower = conv_tower(spec.in_channels, spec.feat_channels, spec.stacked_convs, groups, self.conv_bias)
-        self.cls_out = nn.Conv2d(spec.feat_channels, spec.num_classes, 3, padding=1)
-        self.reg_out = nn.Conv2d(spec.feat_channels, box.channels, 3, padding=1)
-        self.quality_out = nn.Conv2d(spec.feat_channels, 1, 3, padding=1) if quality.branch else None
-        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)
+        self.cls_out = nn.Conv2d(spec.feat_channels, A * self.cls_channels, 3, padding=1)
+        self.reg_out = nn.Conv2d(spec.feat_channels, A * self.box.channels, 3, padding=1)
+        self.quality_out = nn.Conv2d(spec.feat_channels, A, 3, padding=1) if self.quality.branch else None
+        self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides) if self.uses_scales else None
+
+    def init_weights(self) -> None:
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.01)
@@ -132,11 +156,14 @@ class DenseHead(nn.Module):
 
     def forward(self, feats: Sequence[Tensor]) -> HeadOutputs:
         cls, reg, quality = [], [], []
-        for feat, scale in zip(feats, self.scales):
+        for level, feat in enumerate(feats):
             cls_feat = self.cls_tower(feat)
             reg_feat = self.reg_tower(feat)
             cls.append(self.cls_out(cls_feat))
-            reg.append(self.box.activate(scale(self.reg_out(reg_feat)).float()))
+            box = self.reg_out(reg_feat)
+            if self.scales is not None:
+                box = self.scales[level](box)
+            reg.append(self.box.activate(box.float()))
             if self.quality_out is not None:
                 quality.append(self.quality_out(reg_feat))
         return HeadOutputs(cls, reg, quality if self.quality_out is not None else None)
@@ -159,16 +186,16 @@ class DenseHead(nn.Module):
     def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
         raise NotImplementedError
 
-    def box_norm(self, weights: Tensor) -> BoxNorm:
+    def cls_avg_factor(self, t: Targets) -> float:
+        """The classification loss's normaliser: ``t.cls_normaliser`` averaged over processes, >= 1."""
+        return max(reduce_mean(float(t.cls_normaliser), t.labels.device), 1.0)
+
+    def box_norm(self, weights: Tensor, t: Targets, x: ClsLossInputs) -> BoxNorm:
         raise NotImplementedError
 
     def prior_centres(self, priors: Tensor) -> Tensor:
         """Points the distances of one level's priors are measured from, in pixels."""
         raise NotImplementedError
-
-    def score(self, logits: Tensor) -> Tensor:
-        """Class probabilities at test time: sigmoid per class."""
-        return logits.sigmoid()
 
     # ------------------------------------------------------------------------- loss
 
@@ -176,10 +203,10 @@ class DenseHead(nn.Module):
         """Eq. 11 for this head's quality and box representations, named as mmdet names them."""
         C = self.num_classes
         t = self.assign(self.priors(outputs), gt)
-        cls = self.flatten(outputs.cls, C)
+        cls = self.flatten(outputs.cls, self.cls_channels)
         reg = self.flatten(outputs.reg, self.box.channels)
         pos = torch.nonzero((t.labels >= 0) & (t.labels < C)).squeeze(1)
-        x = ClsLossInputs(cls, t.labels, t.label_weights, pos, max(reduce_mean(float(t.cls_normaliser), cls.device), 1.0))
+        x = ClsLossInputs(cls, t.labels, t.label_weights, pos, self.cls_avg_factor(t), t.images, t.num_images)
 
         pos_reg = reg[pos]
         frame = self.frame(t, pos)
@@ -188,8 +215,8 @@ class DenseHead(nn.Module):
                            centerness=self.centerness(t, pos, frame) if len(pos) else pred_boxes.new_zeros(0))
 
         losses = {"loss_cls": self.quality.cls_loss(x, q)}
-        weights = self.quality.box_weights(x, q)
-        norm = self.box_norm(weights)
+        weights = self.quality.box_weights(x, q) if self.quality_weights_boxes else pos_reg.new_ones(len(pos))
+        norm = self.box_norm(weights, t, x)
         if len(pos):
             losses.update(self.box.losses(pos_reg, pred_boxes, frame, weights, norm))
         else:
@@ -203,7 +230,12 @@ class DenseHead(nn.Module):
 
     def decode(self, level: int, priors: Tensor, reg: Tensor, img_shape: Sequence[int]) -> Tensor:
         """Boxes in input-image pixels for the given priors of one level."""
-        return self.box.decode_test(reg, priors, self.prior_centres(priors), self.strides[level], img_shape)
+        return self.box.decode_test(reg, priors, self.prior_centres(priors), level, self.strides[level], img_shape)
+
+    def score(self, logits: Tensor) -> Tensor:
+        """Class probabilities at test time: sigmoid per class, or softmax over the classes and
+        the background with the background column dropped (SSD)."""
+        return logits.softmax(-1)[:, :-1] if self.quality.softmax else logits.sigmoid()
 
     @torch.no_grad()
     def predict(self, outputs: HeadOutputs, metas: list[dict], cfg: PostprocessConfig) -> list[dict[str, Tensor]]:
@@ -213,13 +245,17 @@ class DenseHead(nn.Module):
         the quality representation has a branch (multiplied in after the score threshold and
         the top-k, as mmdet does)."""
         priors = self.priors(outputs)
+
+        def rows(x: Tensor, b: int, channels: int) -> Tensor:
+            return x[b].permute(1, 2, 0).reshape(-1, channels)
+
         results = []
         for b, meta in enumerate(metas):
-            probs = [self.score(x[b].permute(1, 2, 0).reshape(-1, x.shape[1])) for x in outputs.cls]
-            regs = [x[b].permute(1, 2, 0).reshape(-1, x.shape[1]) for x in outputs.reg]
+            probs = [self.score(rows(x, b, self.cls_channels)) for x in outputs.cls]
+            regs = [rows(x, b, self.box.channels) for x in outputs.reg]
             factors = None
             if outputs.quality is not None:
-                factors = [x[b].reshape(-1).sigmoid() for x in outputs.quality]
+                factors = [rows(x, b, 1).reshape(-1).sigmoid() for x in outputs.quality]
             img_shape = tuple(meta["img_shape"])
 
             def decode(level: int, idx: Tensor, regs=regs, img_shape=img_shape) -> Tensor:

@@ -22,7 +22,8 @@ from torch import Tensor
 from ...distributed import reduce_mean
 from ..assigners.fcos import REGRESS_RANGES, fcos_assign
 from ..box_ops import distance2bbox
-from ..box_representation import BoxNorm, Frame
+from ..box_representation import BoxNorm
+from ..coders import Frame
 from ..losses import centerness_from_distances
 from ..priors import points as grid_points
 from .base import DenseHead, HeadOutputs, Targets
@@ -66,7 +67,7 @@ class FCOSHead(DenseHead):
         """FCOS centerness of the stride-unit distances (mmdet ``FCOSHead.centerness_target``)."""
         return centerness_from_distances(frame.target_distances)
 
-    def box_norm(self, weights: Tensor) -> BoxNorm:
+    def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
         return BoxNorm(inside=max(reduce_mean(float(weights.sum()), weights.device), 1e-6), after=1.0)
 
     def prior_centres(self, priors: Tensor) -> Tensor:
