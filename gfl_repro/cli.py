@@ -1,18 +1,30 @@
 """The `gfl-repro` command line: every verb is a thin layer over a tested function.
 
-User mistakes (unknown experiment, profile or format; an unreadable spec; a bad option)
-print one line ``gfl-repro: error: ...`` and exit with status 2, never a traceback.
+Every error is one line ``gfl-repro: error: ...`` and a non-zero exit, never a traceback:
+mistakes in what was asked for (unknown experiment, profile or format; a bad spec, option,
+dataset, checkpoint or launcher setting) exit with status 2; a run that failed (non-finite
+loss, nothing trained, no readable checkpoint) or a file that could not be written exit
+with 1. An unexpected error is one line too, with how to see its traceback
+(``GFL_REPRO_DEBUG=1``). Warnings are one line each: ``gfl-repro: warning: ...``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .datasets.errors import DataError
+from .engines.errors import DeviceError, NonFiniteLoss, NothingTrained
+from .engines.mmdet.convert import CheckpointImportError
+from .engines.mmdet.safe_load import UnsafeCheckpoint
+from .engines.native.checkpoints import CheckpointError
+from .launch.errors import LaunchError
 from .report.collect import FORMATS, collect_table, render
 from .report.overview import describe_experiment, format_description, list_experiments
 from .specs.catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
@@ -22,6 +34,13 @@ from .specs.spec import SpecError
 from .store import atomic_write_text, tables_dir
 
 USAGE_EXIT = 2
+FAILURE_EXIT = 1
+DEBUG_ENV = "GFL_REPRO_DEBUG"
+
+INPUT_ERRORS = (SpecError, UnknownName, DataError, LaunchError, CheckpointImportError, UnsafeCheckpoint, DeviceError)
+"""The library's errors about what the user gave: one line, exit status 2."""
+RUN_ERRORS = (CheckpointError, NonFiniteLoss, NothingTrained)
+"""Why a run stopped: one line, exit status 1."""
 
 
 class UserError(click.ClickException):
@@ -34,16 +53,46 @@ class OneLineErrors(click.Group):
     """A Click group whose errors are one line on stderr (Click's own usage errors included)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
-        try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
-        except click.ClickException as err:
-            message = " ".join(err.format_message().split())
-            click.echo(f"gfl-repro: error: {message}", err=True)
-            sys.exit(USAGE_EXIT if isinstance(err, (click.UsageError, UserError)) else err.exit_code)
-        except click.Abort:
-            click.echo("gfl-repro: aborted", err=True)
-            sys.exit(130)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            try:
+                rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                  **extra)
+            except click.ClickException as err:
+                _fail(err.format_message(), USAGE_EXIT if isinstance(err, (click.UsageError, UserError))
+                      else err.exit_code)
+            except click.Abort:
+                click.echo("gfl-repro: aborted", err=True)
+                sys.exit(130)
+            except INPUT_ERRORS as err:
+                _fail(str(err), USAGE_EXIT)
+            except RUN_ERRORS as err:
+                _fail(str(err), FAILURE_EXIT)
+            except OSError as err:
+                _fail(_os_error(err), FAILURE_EXIT)
+            except Exception as err:
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                _fail(f"unexpected {type(err).__name__}: {err} (run with {DEBUG_ENV}=1 for the traceback)",
+                      FAILURE_EXIT)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(message: str, status: int) -> None:
+    click.echo(f"gfl-repro: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(status)
+
+
+def _os_error(err: OSError) -> str:
+    """``path: reason`` for a file that could not be read or written."""
+    if err.filename is None:
+        return str(err)
+    target = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
+    return f"{target}: {err.strerror or err}"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"gfl-repro: warning: {' '.join(str(message).split())}", err=True)
 
 
 def _profile(name: str) -> Profile:
@@ -63,7 +112,8 @@ def _format(name: str, choices: tuple[str, ...]) -> str:
 
 
 def _guard(fn, *args, **kwargs):
-    """Turn the library's user-facing errors into one-line CLI errors."""
+    """Turn the library's lookup and spec errors into usage errors (the group's ``main`` turns
+    every other library error into one line too)."""
     try:
         return fn(*args, **kwargs)
     except (UnknownName, SpecError) as err:
@@ -101,9 +151,12 @@ def _engine(name: str) -> str:
 @click.pass_context
 def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | None) -> None:
     """Reproduce the experiments of Generalized Focal Loss (Li et al., NeurIPS 2020)."""
+    results = results_dir or default_results_dir()
+    if results.exists() and not results.is_dir():
+        raise UserError(f"results directory {results} is a file, not a directory")
     ctx.obj = {
         "experiments": experiments_dir or default_experiments_dir(),
-        "results": results_dir or default_results_dir(),
+        "results": results,
     }
 
 
@@ -159,6 +212,8 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
     profile = _profile(profile_name)
     engine = _engine(engine)
     fmt = _format(fmt, FORMATS)
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory")
     chosen = _guard(select, experiments, obj["experiments"])
     figures = [e.id for e in chosen if e.kind != "table"]
     if experiments and figures:
@@ -207,9 +262,7 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
                 retry: bool, data_root: Path | None, device: str | None, max_parallel: int | None,
                 launcher_config: Path | None, quiet: bool, **slurm_flags) -> None:
     """Train and evaluate the runs of EXPERIMENTS: done, pending and running runs are skipped."""
-    from .engines.environment import DataError
-    from .engines.errors import NonFiniteLoss
-    from .launch.errors import LaunchError
+    from .engines.environment import parse_device
     from .launch.plan import plan_runs
     from .launch.run import LAUNCHERS, LaunchOptions, run
     from .launch.slurm import slurm_options
@@ -224,20 +277,19 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
                             "available")
     if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel must be >= 1, got {max_parallel}")
+    if device is not None:
+        if launcher != "inline":
+            raise UserError(f"--device is the inline launcher's option; {launcher} jobs use the GPUs they are given")
+        parse_device(device)
     chosen = _guard(select, experiments, obj["experiments"])
     plan = _guard(plan_runs, chosen, profile, engine)
     for item in plan.unsupported:
         click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
-    try:
-        options = LaunchOptions(
-            launcher=launcher, dry_run=dry_run, retry=retry, data_root=data_root, device=device,
-            max_parallel=max_parallel, progress=not quiet,
-            slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
-        run(plan, profile, obj["results"], options, echo=click.echo)
-    except (DataError, LaunchError) as err:
-        raise UserError(str(err)) from None
-    except NonFiniteLoss as err:
-        raise click.ClickException(str(err)) from None
+    options = LaunchOptions(
+        launcher=launcher, dry_run=dry_run, retry=retry, data_root=data_root, device=device,
+        max_parallel=max_parallel, progress=not quiet,
+        slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
+    run(plan, profile, obj["results"], options, echo=click.echo)
     if dry_run:
         return
     flags = f"--profile {profile.name}" + (f" --engine {engine}" if engine != "native" else "")
@@ -281,18 +333,48 @@ def _require_mmdet() -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the native checkpoint.")
 def import_mmdet_command(checkpoint: Path, out: Path) -> None:
     """Convert an mmdet 3.x/2.x GFL or ATSS checkpoint into the native format (loads with weights_only=True)."""
-    from .engines.mmdet.convert import CheckpointImportError, import_checkpoint
+    from .engines.mmdet.convert import import_checkpoint
 
-    try:
-        info = import_checkpoint(checkpoint, out)
-    except CheckpointImportError as err:
-        raise UserError(str(err)) from None
+    info = import_checkpoint(checkpoint, out)
     click.echo(f"{out}: {info['kind']} head, {info['num_classes']} classes, {info['tensors']} tensors")
 
 
 @cli.group("data")
 def data_group() -> None:
-    """Datasets: generate the synthetic COCO-format set."""
+    """Datasets: check a dataset before training; generate the synthetic COCO-format set."""
+
+
+@data_group.command("check")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="COCO 2017 root to check (default: $GFL_REPRO_COCO); implies the paper profile.")
+@click.option("--profile", "profile_name", default=None,
+              help="smoke (the synthetic set, generated if needed) or paper (COCO 2017). Default: paper with "
+                   "--data-root, else smoke.")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Images decoded per split: all of a set up to this size, else a random sample of this many "
+                   "(default 500).")
+def data_check_command(data_root: Path | None, profile_name: str | None, sample: int | None) -> None:
+    """Check the dataset a profile trains on, as every run does before training: one line per
+    class of problem, with its count and first example."""
+    from .datasets.check import SAMPLE_IMAGES, check_dataset
+    from .engines.environment import profile_data
+
+    profile = _profile(profile_name or ("paper" if data_root is not None else DEFAULT_PROFILE))
+    if data_root is not None and profile.name != "paper":
+        raise UserError(f"--data-root names COCO 2017, which the paper profile uses, not {profile.name}")
+    paths = profile_data(profile, data_root)
+    reports = check_dataset(paths.train_images, paths.train_annotations, paths.val_images, paths.val_annotations,
+                            sample=sample or SAMPLE_IMAGES)
+    for report in reports:
+        click.echo(report.summary())
+        for line in report.errors:
+            click.echo(f"  error: {line}")
+        for line in report.warnings:
+            click.echo(f"  warning: {line}")
+    errors = sum(len(r.errors) for r in reports)
+    if errors:
+        raise DataError(f"data check: {errors} problem(s), listed above; runs refuse this data")
+    click.echo(f"ok: {profile.label} data can be trained and evaluated on")
 
 
 @data_group.command("synth")

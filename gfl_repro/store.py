@@ -177,17 +177,24 @@ def read_run(results_root: Path, profile: str, run_id: str) -> RunRecord:
     directory = run_dir(results_root, profile, run_id)
     if not directory.is_dir():
         return RunRecord(run_id, MISSING)
-    path = directory / RESULT_FILE
-    if not path.exists():
+    if not (directory / RESULT_FILE).exists():
         return RunRecord(run_id, INCOMPLETE, problem="no result.json yet")
+    result, problem = read_result(directory)
+    if problem:
+        return RunRecord(run_id, CORRUPT, problem=problem)
+    return RunRecord(run_id, DONE, result=result)
+
+
+def read_result(directory: Path) -> tuple[dict[str, Any] | None, str]:
+    """(``result.json`` of a run directory, "") when it is intact, else (None, a one-line
+    problem naming the file). Never raises."""
+    path = Path(directory) / RESULT_FILE
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        return RunRecord(run_id, CORRUPT, problem=f"{path}: unreadable ({err})")
+        return None, f"{path}: unreadable ({' '.join(str(err).split())})"
     problem = _check_result(result)
-    if problem:
-        return RunRecord(run_id, CORRUPT, problem=f"{path}: {problem}")
-    return RunRecord(run_id, DONE, result=result)
+    return (None, f"{path}: {problem}") if problem else (result, "")
 
 
 def _check_result(result: Any) -> str:

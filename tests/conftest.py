@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ def catalogue():
 @pytest.fixture
 def smoke():
     return PROFILES["smoke"]
+
+
+def unwritable(tmp_path: Path) -> Path:
+    """A directory path this process cannot create: under a read-only directory, or (as root,
+    whom file modes do not stop) under /sys, where even root may not create files."""
+    if os.geteuid() == 0:
+        return Path("/sys/gfl-repro-unwritable") / tmp_path.name
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o555)
+    return parent / "target"
 
 
 def finish_run(results_root: Path, profile, experiment, row, ap: float = 0.3, fps: float | None = None) -> str:

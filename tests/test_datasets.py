@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import unwritable
 from gfl_repro.datasets import synthetic
 from gfl_repro.datasets.coco import (CocoDetection, EpochSampler, build_loader, collate,
                                      load_coco, parse_annotations)
@@ -134,6 +136,60 @@ def test_ensure_synthetic_generates_once(tmp_path, monkeypatch):
     assert first.name == f"synthetic-{synthetic.cache_key(num_train=2, num_val=1, seed=3)}"
     assert synthetic.cache_key(num_train=2, num_val=1, seed=4) != synthetic.cache_key(
         num_train=2, num_val=1, seed=3)
+
+
+def _damage_entry(entry: Path, how: str) -> None:
+    if how == "no meta.json":
+        (entry / "meta.json").unlink()
+    elif how == "truncated json":
+        path = entry / "annotations" / "instances_train.json"
+        path.write_bytes(path.read_bytes()[:100])
+    elif how == "missing image":
+        (entry / "val" / "000000000001.png").unlink()
+    elif how == "empty image":
+        (entry / "train" / "000000000002.png").write_bytes(b"")
+    elif how == "meta.json not json":
+        (entry / "meta.json").write_text("{")
+    elif how == "entry is a file":
+        shutil.rmtree(entry)
+        entry.write_text("oops")
+
+
+@pytest.mark.parametrize("how", ["no meta.json", "truncated json", "missing image", "empty image",
+                                 "meta.json not json", "entry is a file"])
+def test_a_damaged_cache_entry_is_generated_again(tmp_path, how):
+    params = dict(num_train=3, num_val=2, seed=0, progress=False)
+    entry = synthetic.ensure_synthetic(tmp_path / "cache", **params)
+    intact = _tree_bytes(entry)
+    _damage_entry(entry, how)
+    with pytest.warns(UserWarning, match="generating it again") as caught:
+        again = synthetic.ensure_synthetic(tmp_path / "cache", **params)
+    assert again == entry and _tree_bytes(entry) == intact
+    assert all("overwrite" not in str(w.message) for w in caught)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [entry.name]  # the damaged copy is gone
+
+
+def test_a_copy_without_content_hash_is_checked_once_and_adopted(tmp_path, monkeypatch):
+    entry = synthetic.ensure_synthetic(tmp_path, num_train=2, num_val=2, seed=0, progress=False)
+    meta = json.loads((entry / "meta.json").read_text())
+    recorded = meta.pop("content_sha256")
+    (entry / "meta.json").write_text(json.dumps(meta))  # as older versions wrote it
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: pytest.fail("an intact copy must be kept"))
+    assert synthetic.ensure_synthetic(tmp_path, num_train=2, num_val=2, seed=0, progress=False) == entry
+    assert json.loads((entry / "meta.json").read_text())["content_sha256"] == recorded
+
+
+def test_unusable_cache_locations_are_one_line(tmp_path):
+    from gfl_repro.datasets.errors import DataError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="synthetic data cache .*file is a file, not a directory"):
+        synthetic.ensure_synthetic(tmp_path / "file", num_train=1, num_val=1, progress=False)
+    with pytest.raises(DataError, match="cannot write the synthetic data cache .*GFL_REPRO_CACHE"):
+        synthetic.ensure_synthetic(unwritable(tmp_path), num_train=1, num_val=1, progress=False)
+    with pytest.raises(FileExistsError) as err:
+        synthetic.generate(tmp_path / "file", num_train=1, num_val=1, progress=False)
+    assert "overwrite" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------

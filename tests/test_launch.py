@@ -106,6 +106,46 @@ def test_bad_launcher_config_file(tmp_path):
         slurm_options(PROFILES["paper"], conf, {})
 
 
+@pytest.mark.parametrize("flags", [
+    {"partition": "gpu\nrm -rf ~ #"}, {"partition": "gpu #x"}, {"account": "vision\r"}, {"qos": "high\x1b[2J"},
+    {"constraint": "a100\n#SBATCH --exclusive"}, {"extra": ("--mail-user=a@b\nrm -rf ~",)},
+    {"extra": ("--comment=\x07",)},
+])
+def test_slurm_values_cannot_add_lines_to_the_batch_script(flags):
+    with pytest.raises(LaunchError, match="spaces or control characters"):
+        slurm_options(PROFILES["paper"], None, flags)
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("slurm = 5\n", "'slurm' must be a table ([slurm]), got 5"),
+    ('[slurm]\npartition = "gpu\\n<command> #"\n', "partition must be a name without spaces or control characters"),
+    ("[slurm]\nextra = 5\n", "slurm option extra must be a list of sbatch flags"),
+    ("[slrum]\npartition = 'gpu'\n", "unknown entry 'slrum'"),
+    ("[slurm]\npartition = 5\n", "slurm option partition must be text, got 5"),
+])
+def test_bad_launcher_config_values_are_one_line(tmp_path, text, fragment):
+    conf = tmp_path / "launcher.toml"
+    conf.write_text(text)
+    with pytest.raises(LaunchError) as err:
+        slurm_options(PROFILES["paper"], conf, {})
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+    result = CliRunner().invoke(cli, ["--results-dir", str(tmp_path / "res"), "run", "table3", "--launcher", "slurm",
+                                      "--launcher-config", str(conf), "--dry-run"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and fragment in result.output
+
+
+def test_a_results_path_with_a_newline_never_reaches_a_batch_script(tmp_path):
+    from gfl_repro.launch.plan import plan_runs
+    from gfl_repro.launch.slurm import submit_slurm
+    from gfl_repro.specs.catalogue import load_catalogue
+
+    plan = plan_runs([load_catalogue()["table3"]], PROFILES["smoke"], "native")
+    with pytest.raises(LaunchError, match="holds a control character"):
+        submit_slurm(plan.runs[:1], PROFILES["smoke"], tmp_path / "res\n#SBATCH --x", slurm_options(PROFILES["smoke"], None, {}),
+                     None)
+    assert not (tmp_path / "res\n#SBATCH --x").exists()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--launcher", "slurmm"], "unknown launcher 'slurmm' (did you mean 'slurm'?)"),
     (["--launcher", "slurm", "--nodes", "0"], "nodes must be >= 1"),

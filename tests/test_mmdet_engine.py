@@ -240,6 +240,36 @@ def test_mmdet_run_stops_resumes_and_writes_the_store(tmp_path, cache):
     assert (directory / "mmdet_config.py").exists()
 
 
+class _Touch:
+    """A crafted checkpoint entry: unpickling it would run a shell command."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_a_planted_resume_checkpoint_runs_nothing(tmp_path, cache):
+    from gfl_repro.engines import execute
+    from gfl_repro.engines.mmdet.safe_load import UnsafeCheckpoint
+
+    config = _rows("table3")["ATSS"].replace(**TINY)
+    rid = run_id(config)
+    directory = tmp_path / "res" / "smoke" / "runs" / rid
+    work = directory / "mmdet"
+    work.mkdir(parents=True)
+    marker = tmp_path / "ran"
+    torch.save({"meta": {"epoch": 1, "iter": 4}, "state_dict": {}, "message_hub": _Touch(marker)}, work / "epoch_1.pth")
+    (work / "last_checkpoint").write_text(str(work / "epoch_1.pth"))
+    with pytest.raises(UnsafeCheckpoint, match="refused to load: it names posix.system"):
+        execute(config, directory, run_id=rid, profile="smoke", progress=False)
+    assert not marker.exists(), "code from the planted checkpoint ran"
+    assert not (directory / "result.json").exists()
+
+
 TINY_SPEC = """
 [experiment]
 id = "tiny"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gfl_repro.specs.catalogue import load_catalogue
+from gfl_repro.specs.catalogue import load_catalogue, select
 from gfl_repro.specs.spec import SpecError, load_experiment
 from paper_tables import ORDER, PAPER
 
@@ -112,3 +112,81 @@ def test_catalogue_rejects_unknown_uses(tmp_path):
     _write(tmp_path, GOOD_HEAD.replace('kind = "table"', 'kind = "figure"') + 'uses = ["nope"]\n[[artifact]]\nname="a"\nanalysis="qfl_curves"\n')
     with pytest.raises(SpecError, match="uses"):
         load_catalogue(tmp_path)
+
+
+# ------------------------------------------------------------------ settings out of range (issue: wrong successes)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("epochs = 0", "epochs must be >= 1, got 0"),
+    ("epochs = -1", "epochs must be >= 1, got -1"),
+    ("batch_size = 0", "batch_size must be >= 1"),
+    ("base_lr = -0.01", "base_lr must be > 0"),
+    ("momentum = 1.0", "momentum must be in [0, 1)"),
+    ("weight_decay = -1e-4", "weight_decay must be >= 0"),
+    ("warmup_iters = -5", "warmup_iters must be >= 0"),
+    ("warmup_ratio = 0.0", "warmup_ratio must be in (0, 1]"),
+    ("image_scale = [0, -5]", "image_scale must be two positive pixel sizes"),
+    ("image_scale = [1333]", "image_scale must be two positive pixel sizes"),
+    ("multiscale_short = [800, 480]", "multiscale_short must be (low, high)"),
+    ("score_thr = 5", "score_thr must be in [0, 1), got 5.0"),
+    ("nms_iou = -1", "nms_iou must be in (0, 1], got -1.0"),
+    ("nms_pre = 0", "nms_pre must be >= 1"),
+    ("max_per_img = 0", "max_per_img must be >= 1"),
+    ("qfl_beta = -2", "qfl_beta must be >= 0"),
+    ("focal_gamma = -1", "focal_gamma must be >= 0"),
+    ("focal_alpha = 1.5", "focal_alpha must be in [0, 1]"),
+    ("dfl_weight = -0.25", "dfl_weight must be >= 0"),
+    ("box_loss_weight = -2", "box_loss_weight must be >= 0"),
+    ("reg_max = inf", "reg_max must be a finite number, got inf"),
+    ("reg_max = nan", "reg_max must be a finite number, got nan"),
+    ("bin_width = 0", "bin_width must be > 0"),
+    ("lr_steps = [0]", "lr_steps must be epochs >= 1"),
+    ("seed = -3", "seed must be >= 0"),
+])
+def test_settings_out_of_range_are_refused_when_the_spec_is_read(tmp_path, override, fragment):
+    name = override.split(" = ")[0]
+    with pytest.raises(SpecError) as err:
+        load_experiment(_write(tmp_path, GOOD_HEAD + f'[[row]]\nlabel = "r1"\noverrides = {{ {override} }}\n'))
+    message = str(err.value)
+    assert message.startswith(f"bad.toml, row 'r1', field 'overrides.{name}': ") and fragment in message
+    assert "\n" not in message
+
+
+def test_resolved_settings_are_checked_together(tmp_path, smoke):
+    exp = load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "short"\noverrides = { epochs = 2 }\n'))
+    with pytest.raises(SpecError, match=r"bad.toml, row 'short': lr_steps must lie within 1..epochs \(2\), got \[8, 11\]"):
+        exp.runs(smoke)
+    ok = load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "ok"\noverrides = { epochs = 1, lr_steps = [1] }\n'))
+    assert ok.runs(smoke)[0][1].epochs == 1
+    none = load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "empty"\noverrides = { synth_train = 0 }\n'))
+    with pytest.raises(SpecError, match="synthetic dataset needs synth_train and synth_val >= 1"):
+        none.runs(smoke)
+
+
+ROW = '[[row]]\nlabel = "r1"\n'
+
+
+@pytest.mark.parametrize("top, body, fragment", [
+    ("", ROW + "section = 5\n", "bad.toml, row 'r1', field 'section': must be text, got 5"),
+    ("", ROW + 'recipe = ["gfl"]\n', "bad.toml, row 'r1', field 'recipe': unknown recipe ['gfl']"),
+    ("", ROW + "paper = [inf]\n", "bad.toml, row 'r1', field 'paper.AP': must be a number"),
+    ("", ROW + "info = { n = [1] }\n", "field 'info.n': must be text or a number"),
+    ("artifact = [1]\n", ROW, "bad.toml, artifact 1: must be a table, got 1"),
+    ('[artifact]\nname = "a"\n', ROW, "bad.toml, field 'artifact': must be an array of tables"),
+])
+def test_malformed_spec_fields_are_one_line(tmp_path, top, body, fragment):
+    head = GOOD_HEAD.replace("metrics", 'info_columns = ["n"]\nmetrics')
+    with pytest.raises(SpecError) as err:
+        load_experiment(_write(tmp_path, top + head + body))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_non_utf8_spec_names_its_file_and_spares_the_others(tmp_path):
+    good = GOOD_HEAD.replace('id = "bad"', 'id = "good"') + '[[row]]\nlabel = "r1"\n'
+    _write(tmp_path, good, "good.toml")
+    (tmp_path / "broken.toml").write_bytes(b'[experiment]\ntitle = "caf\xe9"\n')
+    with pytest.raises(SpecError) as err:
+        load_catalogue(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'broken.toml'}: not UTF-8 text (byte 25)")
+    assert [e.id for e in select(["good"], tmp_path)] == ["good"]  # a command naming another spec still works

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -76,3 +78,28 @@ def test_metrics_reader_skips_torn_lines(tmp_path):
 def test_write_result_rejects_wrong_stat_count(tmp_path):
     with pytest.raises(ValueError, match="12 COCOeval stats"):
         write_result(tmp_path, run_id="r", profile="smoke", engine="native", toy_scale=True, split="minival", stats=[0.1])
+
+
+@pytest.mark.parametrize("umask, mode", [(0o027, 0o640), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask_so_a_group_can_read_them(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "result.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "result.json").stat().st_mode) == mode
+
+
+def test_a_result_json_that_does_not_parse_is_corrupt_for_the_launcher_too(tmp_path):
+    from gfl_repro.launch.state import run_state, set_aside_corrupt_result
+
+    d = run_dir(tmp_path, "smoke", "r")
+    write_result(d, run_id="r", profile="smoke", engine="native", toy_scale=True, split="minival", stats=[0.1] * 12)
+    assert run_state(d).state == DONE
+    text = (d / "result.json").read_text()
+    (d / "result.json").write_text(text[: len(text) // 2])  # truncated
+    state = run_state(d)
+    assert state.state == CORRUPT and "result.json: unreadable" in state.detail
+    assert read_run(tmp_path, "smoke", "r").state == CORRUPT
+    kept = set_aside_corrupt_result(d)
+    assert kept.name == "result.json.corrupt" and run_state(d).state == MISSING

@@ -15,7 +15,7 @@ from gfl_repro.specs.run_config import RunConfig
 from gfl_repro.engines.native.schedule import lr_at
 from gfl_repro.store import read_metrics
 from gfl_repro.engines.errors import NonFiniteLoss
-from gfl_repro.engines.native.checkpoints import checkpoint_path, load_checkpoint
+from gfl_repro.engines.native.checkpoints import CheckpointError, checkpoint_path, load_checkpoint
 from gfl_repro.engines.native.fit import fit
 from gfl_repro.engines.native.loop import build_optimizer
 
@@ -333,5 +333,75 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
     fresh.load_state_dict(ckpt["model"])
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
     assert math.isclose(ckpt["optimizer"]["param_groups"][0]["initial_lr"], cfg.base_lr)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(CheckpointError, match="another config"):
         fit(_model(), make_list_loader, cfg.replace(base_lr=0.1, epochs=2), tmp_path, device="cpu", progress=False)
+
+
+# ------------------------------------------------------------------------------ damaged checkpoints, no training
+
+
+def _stop_at_end_of_epoch(epoch: int):
+    """should_stop for fit: True after the last batch of 0-based ``epoch`` (6 batches per epoch)."""
+    seen = []
+    return seen.append, lambda: bool(seen) and seen[-1]["iteration"] == 6 * (epoch + 1) - 1
+
+
+def test_truncated_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    from gfl_repro.engines.native.checkpoints import previous_path
+
+    cfg = _cfg()
+    full = _model()
+    fit(full, make_list_loader, cfg, tmp_path / "full", device="cpu", progress=False)
+    record, stop = _stop_at_end_of_epoch(1)
+    fit(_model(), make_list_loader, cfg, tmp_path / "cut", device="cpu", progress=False, on_iteration=record,
+        should_stop=stop)
+    last, previous = checkpoint_path(tmp_path / "cut"), previous_path(tmp_path / "cut")
+    assert load_checkpoint(last)["epoch"] == 2 and load_checkpoint(previous)["epoch"] == 1
+    last.write_bytes(last.read_bytes()[:1000])  # a disk that filled up mid-write
+    resumed = _model(seed=7)
+    with pytest.warns(UserWarning, match=r"unreadable checkpoint \(.*last.pt.*\); resuming from previous.pt"):
+        fit(resumed, make_list_loader, cfg, tmp_path / "cut", device="cpu", progress=False)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)  # epoch 1 trained again from the previous checkpoint: the same weights
+
+
+def test_no_readable_checkpoint_is_one_line(tmp_path):
+    from gfl_repro.engines.native.checkpoints import previous_path
+
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    checkpoint_path(tmp_path).write_bytes(b"\x80\x02garbage")
+    previous_path(tmp_path).write_bytes(b"")
+    with pytest.raises(CheckpointError) as err:
+        fit(_model(), make_list_loader, _cfg(), tmp_path, device="cpu", progress=False)
+    message = str(err.value)
+    assert message.startswith("no readable checkpoint: ") and "last.pt" in message and "previous.pt" in message
+    assert "\n" not in message
+
+
+def test_a_checkpoint_missing_its_training_state_is_refused(tmp_path):
+    torch.save({"format": 1, "model": _model().state_dict()}, tmp_path / "x.pt")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "x.pt").rename(checkpoint_path(tmp_path))
+    with pytest.raises(CheckpointError, match="not a complete training checkpoint .no optimizer, epoch"):
+        fit(_model(), make_list_loader, _cfg(), tmp_path, device="cpu", progress=False)
+
+
+def test_non_finite_loss_before_any_checkpoint_says_so(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(NonFiniteLoss) as info:
+        fit(NanAt(0), make_list_loader, _cfg(), tmp_path, device="cpu", progress=False)
+    message = str(info.value)
+    assert "at iteration 0" in message and "no checkpoint had been written yet" in message
+    assert "the last checkpoint is kept" not in message
+    assert not checkpoint_path(tmp_path).exists()
+
+
+def test_an_epoch_without_batches_is_never_done(tmp_path):
+    from gfl_repro.engines.errors import NothingTrained
+
+    with pytest.raises(NothingTrained, match="epoch 0 of training yielded no batch"):
+        fit(_model(), lambda epoch: [], _cfg(), tmp_path, device="cpu", progress=False)
+    assert not checkpoint_path(tmp_path).exists()  # nothing marks the run trained
+    with pytest.raises(ValueError, match="epochs must be >= 1, got 0"):
+        fit(_model(), make_list_loader, _cfg(), tmp_path, device="cpu", progress=False, epochs=0)

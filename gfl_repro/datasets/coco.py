@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .errors import DataError
 from .transforms import Scale, build_pipeline, normalize_image
 
 
@@ -40,6 +41,18 @@ def load_coco(ann_file: str | os.PathLike):
 
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(str(ann_file))
+
+
+def read_image(path: Path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB pixels of an image file; :class:`DataError` (one line naming the
+    file) when it is missing, truncated or not an image."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file missing") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: cannot decode image ({' '.join(str(err).split())[:200]})") from None
 
 
 def parse_annotations(anns: Sequence[dict], width: int, height: int,
@@ -146,10 +159,10 @@ class CocoDetection(Dataset):
         return parse_annotations(anns, info["width"], info["height"], self.cat2label)
 
     def load_image(self, index: int) -> np.ndarray:
-        """uint8 (H, W, 3) RGB of item ``index``."""
+        """uint8 (H, W, 3) RGB of item ``index``; :class:`~gfl_repro.datasets.errors.DataError`
+        naming the file when it is missing or does not decode."""
         info = self.coco.imgs[self.img_ids[index]]
-        with Image.open(self.image_dir / info["file_name"]) as im:
-            return np.array(im.convert("RGB"), dtype=np.uint8)
+        return read_image(self.image_dir / info["file_name"])
 
     def rng_for(self, index: int, epoch: int = 0) -> np.random.Generator:
         """The augmentation generator of item ``index`` in ``epoch``."""

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -35,7 +36,10 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from .errors import DataError
+
 GENERATOR_VERSION = 1
+META_FILE = "meta.json"  # written last: parameters, counts and the content hash
 DEFAULT_IMAGE_SIZE = (192, 160)  # (W, H): leaves room for > 96² px objects, cheap on CPU
 
 SPLITS = {"train": 0, "val": 1}
@@ -538,7 +542,7 @@ def generate(out_dir: str | os.PathLike, num_train: int = 256, num_val: int = 64
     if num_train < 0 or num_val < 0:
         raise ValueError("num_train and num_val must be >= 0")
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists (pass overwrite=True to replace it)")
+        raise FileExistsError(f"{out_dir} already exists")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -551,8 +555,9 @@ def generate(out_dir: str | os.PathLike, num_train: int = 256, num_val: int = 64
         meta = {"generator": "gfl_repro.datasets.synthetic",
                 "params": _params(num_train, num_val, seed, (width, height)),
                 "counts": counts,
-                "categories": {c.id: c.name for c in CATEGORIES}}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+                "categories": {c.id: c.name for c in CATEGORIES},
+                "content_sha256": content_hash(tmp)}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
         _install(tmp, out_dir, overwrite)
     finally:
         if tmp.exists():
@@ -571,9 +576,73 @@ def _install(tmp: Path, out_dir: Path, overwrite: bool) -> None:
         os.rename(tmp, out_dir)
 
 
+def content_hash(root: str | os.PathLike) -> str:
+    """SHA-256 over every file of a dataset but ``meta.json``: relative paths, sizes and bytes,
+    in sorted path order (what ``meta.json`` records to detect a damaged copy)."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != META_FILE)
+    for path in files:
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def read_meta(path: str | os.PathLike) -> dict | None:
+    """The dataset's ``meta.json``, or None when it is absent or unreadable."""
+    try:
+        meta = json.loads((Path(path) / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def is_complete(path: str | os.PathLike) -> bool:
     """True if ``path`` holds a finished dataset (``meta.json`` exists; it is written last)."""
-    return (Path(path) / "meta.json").is_file()
+    return (Path(path) / META_FILE).is_file()
+
+
+def entry_problem(path: str | os.PathLike, params: dict) -> str:
+    """Why the dataset at ``path`` is not an intact copy generated with ``params`` ("" if it is).
+
+    Intact: ``meta.json`` parses, holds these parameters and a content hash that the files
+    match. A copy written before meta.json held a hash is checked once image by image
+    (:func:`gfl_repro.datasets.check.check_split`) and, if intact, gets its hash recorded.
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    if not path.is_dir():
+        return "not a directory"
+    meta = read_meta(path)
+    if meta is None:
+        return "no readable meta.json (generation interrupted?)"
+    if meta.get("params") != params:
+        return f"meta.json holds other parameters ({meta.get('params')})"
+    recorded = meta.get("content_sha256")
+    if recorded is None:
+        return _adopt_unhashed(path, meta)
+    return "" if content_hash(path) == recorded else "files differ from meta.json's content hash (damaged copy)"
+
+
+def _adopt_unhashed(path: Path, meta: dict) -> str:
+    """Check a copy without a content hash file by file; record its hash when intact."""
+    from ..store import atomic_write_text
+    from .check import check_split
+
+    for split in SPLITS:
+        report = check_split(path / split, path / "annotations" / f"instances_{split}.json", split,
+                             sample=10**9)
+        expected = meta.get("counts", {}).get(split, {}).get("images")
+        if report.errors or report.images != expected:
+            return (report.errors or [f"{split}: {report.images} images, meta.json says {expected}"])[0]
+    try:
+        atomic_write_text(path / META_FILE, json.dumps({**meta, "content_sha256": content_hash(path)}, indent=1,
+                                                       sort_keys=True))
+    except OSError:
+        pass  # a read-only shared cache: intact all the same
+    return ""
 
 
 def cache_key(num_train: int = 256, num_val: int = 64, seed: int = 0,
@@ -586,19 +655,47 @@ def cache_key(num_train: int = 256, num_val: int = 64, seed: int = 0,
 def ensure_synthetic(cache_dir: str | os.PathLike, num_train: int = 256, num_val: int = 64,
                      seed: int = 0, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
                      progress: bool = True) -> Path:
-    """Return ``cache_dir/synthetic-<key>``, generating it first if no complete copy exists.
+    """Return ``cache_dir/synthetic-<key>``, generating it first if no intact copy exists.
 
-    The key hashes (num_train, num_val, seed, image_size, GENERATOR_VERSION).  Safe against
-    concurrent callers: whoever renames first wins, the others reuse the result.
+    The key hashes (num_train, num_val, seed, image_size, GENERATOR_VERSION). A copy that is
+    incomplete or damaged (:func:`entry_problem`) is set aside with a warning and generated
+    again. Safe against concurrent callers: whoever renames first wins, the others reuse the
+    result. :class:`~gfl_repro.datasets.errors.DataError` (one line) when the cache cannot be
+    written.
     """
-    key = cache_key(num_train, num_val, seed, image_size)
-    target = Path(cache_dir) / f"synthetic-{key}"
-    if is_complete(target):
+    cache = Path(cache_dir)
+    if cache.exists() and not cache.is_dir():
+        raise DataError(f"synthetic data cache {cache} is a file, not a directory (set GFL_REPRO_CACHE to a directory)")
+    params = _params(num_train, num_val, seed, image_size)
+    target = cache / f"synthetic-{cache_key(num_train, num_val, seed, image_size)}"
+    problem = entry_problem(target, params)
+    if not problem:
         return target
+    if problem != "missing":
+        warnings.warn(f"{target}: {problem}; generating it again")
+        _set_aside(target)
     try:
-        generate(target, num_train=num_train, num_val=num_val, seed=seed,
-                 image_size=image_size, progress=progress)
-    except OSError:  # includes FileExistsError: another process finished first
-        if not is_complete(target):
-            raise
+        generate(target, num_train=num_train, num_val=num_val, seed=seed, image_size=image_size, progress=progress)
+    except OSError as err:  # FileExistsError or a non-empty target: another process finished first
+        if entry_problem(target, params):
+            raise DataError(f"cannot write the synthetic data cache {cache}: {err.strerror or err} "
+                            "(set GFL_REPRO_CACHE to a writable directory)") from None
+    problem = entry_problem(target, params)
+    if problem:
+        raise DataError(f"{target}: {problem} right after generating it")
     return target
+
+
+def _set_aside(target: Path) -> None:
+    """Remove a damaged cache entry: renamed first (readers never see half of it), then deleted."""
+    trash = target.parent / f".{target.name}.damaged-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(target, trash)
+    except FileNotFoundError:
+        return  # another process set it aside first
+    except OSError as err:
+        raise DataError(f"cannot replace the damaged synthetic data {target}: {err.strerror}") from None
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink(missing_ok=True)

@@ -11,24 +11,27 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .. import __version__
+from ..datasets.check import SAMPLE_IMAGES, DataWarning, SplitReport, check_dataset, require_usable
+from ..datasets.errors import DataError
 from ..datasets.synthetic import ensure_synthetic
+from ..specs.profiles import Profile
 from ..specs.run_config import RunConfig
+from .errors import DeviceError
 
 COCO_ENV = "GFL_REPRO_COCO"
 PRETRAINED_ENV = "GFL_REPRO_PRETRAINED"
 CACHE_ENV = "GFL_REPRO_CACHE"
+DATA_SETTINGS = ("dataset", "synth_train", "synth_val")
+"""The RunConfig fields that say which data a run reads."""
 SPEED_IMAGES = 20
 """Validation images timed at batch 1 for a run's speed (ms/img, FPS)."""
-
-
-class DataError(RuntimeError):
-    """The dataset a run needs is missing or malformed (message: one line, what is missing)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,19 @@ def locate_data(config: RunConfig, data_root: Path | None = None, cache_dir: Pat
     return paths
 
 
+def check_data(paths: DataPaths, sample: int = SAMPLE_IMAGES) -> list[SplitReport]:
+    """:func:`gfl_repro.datasets.check.check_dataset` on a run's data, before anything trains:
+    raises :class:`DataError` (one line) when a split is unusable, warns (:class:`DataWarning`,
+    one line each) about what the training rules skip; returns the reports."""
+    reports = check_dataset(paths.train_images, paths.train_annotations, paths.val_images, paths.val_annotations,
+                            sample=sample)
+    require_usable(reports)
+    for report in reports:
+        for line in report.warnings:
+            warnings.warn(line, DataWarning, stacklevel=2)
+    return reports
+
+
 def pretrained_weights(config: RunConfig) -> Path | None:
     """The ImageNet weights of a full-size backbone: ``$GFL_REPRO_PRETRAINED/<backbone>.pth``.
 
@@ -84,6 +100,36 @@ def pretrained_weights(config: RunConfig) -> Path | None:
         raise DataError(f"ImageNet weights for {config.backbone} not found: {where}; set {PRETRAINED_ENV} to a "
                         f"directory holding {config.backbone}.pth")
     return path
+
+
+def parse_device(name: str | None) -> torch.device:
+    """The device a run trains on: ``name`` (``cpu``, ``cuda``, ``cuda:N``), or CUDA when
+    available and ``name`` is None. :class:`~gfl_repro.engines.errors.DeviceError` (one line)
+    for a name torch does not know or a GPU this machine does not have."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise DeviceError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise DeviceError(f"device {name!r}: no CUDA GPU is visible on this machine (use cpu)")
+    if device.index is not None and device.index >= count:
+        raise DeviceError(f"device {name!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    return device
+
+
+def profile_data(profile: Profile, data_root: Path | None = None, cache_dir: Path | None = None,
+                 progress: bool = True) -> DataPaths:
+    """The dataset of a profile's runs (:func:`locate_data` with the profile's data settings):
+    the synthetic set for ``smoke`` (generated on first use), COCO 2017 for ``paper``."""
+    settings = {k: v for k, v in profile.overrides.items() if k in DATA_SETTINGS}
+    return locate_data(RunConfig().replace(**settings), data_root, cache_dir, progress)
 
 
 def default_workers(device: torch.device, requested: int | None = None) -> int:

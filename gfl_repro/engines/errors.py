@@ -28,4 +28,18 @@ class NonFiniteLoss(RuntimeError):
         )
 
 
-__all__ = ["NonFiniteLoss"]
+class NothingTrained(RuntimeError):
+    """An epoch of training yielded no batch: the run would end without having trained (one
+    line). A run that trained nothing is never reported as done."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"epoch {epoch} of training yielded no batch: the training set is empty (after filtering), "
+                         "so nothing would be trained")
+
+
+class DeviceError(ValueError):
+    """A device name torch does not know, or a GPU this machine does not have (one line)."""
+
+
+__all__ = ["DeviceError", "NonFiniteLoss", "NothingTrained"]

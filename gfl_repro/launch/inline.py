@@ -43,6 +43,11 @@ def run_inline(runs: list[PlannedRun], profile: Profile, results_root: Path, *, 
             raise
         write_job(directory, state=DONE)
         m = result["metrics"]
-        echo(f"    AP {100 * m['AP']:.1f}  AP50 {100 * m['AP50']:.1f}  ({result['ms_per_img']:.1f} ms/img)")
+        echo(f"    AP {_percent(m['AP'])}  AP50 {_percent(m['AP50'])}  ({result['ms_per_img']:.1f} ms/img)")
         results.append(result)
     return results
+
+
+def _percent(stat: float) -> str:
+    """A COCOeval stat in percent; its -1 (no ground truth in that range) reads n/a."""
+    return "n/a" if stat < 0 else f"{100 * stat:.1f}"

@@ -25,7 +25,7 @@ from .inline import mark_pending, run_inline
 from .local import default_local_cap, submit_local
 from .plan import Plan, PlannedRun
 from .slurm import SlurmOptions, submit_slurm
-from .state import FAILED, MISSING, run_state
+from .state import CORRUPT, FAILED, MISSING, run_state, set_aside_corrupt_result
 
 LAUNCHERS = ("inline", "local", "slurm")
 
@@ -63,11 +63,11 @@ class LaunchSummary:
 
 
 def select_runs(plan: Plan, profile: Profile, results_root: Path, retry: bool) -> Selection:
-    """Which runs to start now: missing ones, and failed ones when ``retry``."""
+    """Which runs to start now: missing ones, and failed or corrupt ones when ``retry``."""
     sel = Selection()
     for planned in plan.runs:
         state = run_state(run_dir(results_root, profile.name, planned.run_id)).state
-        if state == MISSING or (state == FAILED and retry):
+        if state == MISSING or (state in (FAILED, CORRUPT) and retry):
             sel.submit.append(planned)
         else:
             sel.skipped.append((planned, state))
@@ -126,6 +126,8 @@ def run(plan: Plan, profile: Profile, results_root: Path, options: LaunchOptions
             echo(line)
         if options.dry_run:
             return summary
+        for planned in sel.submit:  # a corrupt result is re-evaluated: the run resumes from its checkpoint
+            set_aside_corrupt_result(run_dir(results_root, profile.name, planned.run_id))
         if options.launcher == "slurm":
             summary.job_ids = submit_slurm(sel.submit, profile, results_root, options.slurm, options.data_root)
             for planned, job_id in zip(sel.submit, summary.job_ids):
@@ -150,6 +152,8 @@ def describe(summary: LaunchSummary, plan: Plan, profile: Profile, options: Laun
     lines = [f"{len(summary.started)} run(s) to {verb}" + (f"; skipped: {skipped}" if skipped else "")
              + f" ({profile.label}, {plan.engine} engine, launcher {options.launcher})"]
     lines += [f"warning: {w}" for w in summary.warnings]
+    if not options.retry and (summary.skipped.get(FAILED) or summary.skipped.get(CORRUPT)):
+        lines.append("  (--retry starts failed and corrupt runs again; they resume from their checkpoint)")
     if options.dry_run:
         lines += [f"  would run {p.run_id}: {', '.join(p.rows)}" for p in summary.started]
         if options.launcher == "slurm" and options.slurm is not None:

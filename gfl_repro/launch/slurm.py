@@ -40,6 +40,13 @@ class SlurmOptions:
         return max(self.gpus_per_node, 1)
 
     def check(self) -> "SlurmOptions":
+        """Every value that reaches the batch script is checked: numbers in range, names without
+        whitespace or control characters (a newline would add a line to the script)."""
+        for name in TEXT_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and not NAME.fullmatch(value):
+                raise LaunchError(f"slurm option {name} must be a name without spaces or control characters, "
+                                  f"got {value!r}")
         for name in ("nodes", "cpus_per_task", "time_min", "array_parallelism"):
             if getattr(self, name) < 1:
                 raise LaunchError(f"slurm option {name} must be >= 1, got {getattr(self, name)}")
@@ -48,8 +55,9 @@ class SlurmOptions:
         if self.mem_gb is not None and self.mem_gb < 1:
             raise LaunchError(f"slurm option mem_gb must be >= 1, got {self.mem_gb}")
         for flag in self.extra:
-            if not re.fullmatch(r"--[a-z][a-z0-9-]*(=\S+)?", flag):
-                raise LaunchError(f"extra sbatch flag {flag!r} must look like --name or --name=value")
+            if not re.fullmatch(r"--[a-z][a-z0-9-]*(=[^\s\x00-\x1f\x7f]+)?", flag):
+                raise LaunchError(f"extra sbatch flag {flag!r} must look like --name or --name=value "
+                                  "(no spaces or control characters)")
         return self
 
     def submitit_parameters(self) -> dict[str, Any]:
@@ -77,6 +85,10 @@ class SlurmOptions:
         return params
 
 
+TEXT_OPTIONS = ("partition", "account", "qos", "constraint")
+NAME = re.compile(r"[^\s\x00-\x1f\x7f]+")
+"""A Slurm name or expression: printable, no whitespace (no newline can reach the script)."""
+
 PROFILE_SLURM_DEFAULTS = {
     "paper": SlurmOptions(gpus_per_node=8, cpus_per_task=8, mem_gb=256, time_min=24 * 60),
     "smoke": SlurmOptions(gpus_per_node=0, cpus_per_task=2, time_min=30),
@@ -92,9 +104,16 @@ def slurm_options(profile: Profile, config_file: Path | None, flags: dict[str, A
             data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
         except OSError as err:
             raise LaunchError(f"cannot read launcher config {config_file}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise LaunchError(f"launcher config {config_file}: not UTF-8 text (byte {err.start})") from None
         except tomllib.TOMLDecodeError as err:
-            raise LaunchError(f"launcher config {config_file}: invalid TOML ({err})") from None
+            raise LaunchError(f"launcher config {config_file}: invalid TOML ({' '.join(str(err).split())})") from None
+        other = sorted(set(data) - {"slurm"})
+        if other:
+            raise LaunchError(f"launcher config {config_file}: unknown entry {other[0]!r}; it holds a [slurm] table")
         table = data.get("slurm", {})
+        if not isinstance(table, dict):
+            raise LaunchError(f"launcher config {config_file}: 'slurm' must be a table ([slurm]), got {table!r}")
         unknown = sorted(set(table) - names)
         if unknown:
             raise LaunchError(f"launcher config {config_file}: unknown [slurm] option {unknown[0]!r}; "
@@ -112,7 +131,7 @@ def _replace_checked(options: SlurmOptions, values: dict[str, Any], where: str) 
         value = values[f.name]
         default = getattr(SlurmOptions(), f.name)
         if f.name == "extra":
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise LaunchError(f"{where}: slurm option extra must be a list of sbatch flags")
             value = tuple(value)
         elif isinstance(default, int) or f.name in ("mem_gb",):
@@ -134,6 +153,9 @@ def submit_slurm(runs: list[PlannedRun], profile: Profile, results_root: Path, o
     if not runs:
         return []
     folder = profile_dir(results_root, profile.name) / "slurm" / "%j"
+    if not NAME.fullmatch(str(folder).replace(" ", "_")):  # the log paths are lines of the batch script
+        raise LaunchError(f"the results directory {str(results_root)!r} holds a control character; Slurm's "
+                          "batch script cannot name it")
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(name=f"gfl-{profile.name}", **options.submitit_parameters())
     dirs = [prepare_run_dir(r, profile, results_root, data_root) for r in runs]

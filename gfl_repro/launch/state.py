@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import DONE, MISSING, RESULT_FILE, atomic_write_json, run_dir, write_config
+from ..store import CORRUPT, DONE, MISSING, RESULT_FILE, atomic_write_json, read_result, run_dir, write_config
 
 JOB_FILE = "job.json"
 PENDING, RUNNING, FAILED = "pending", "running", "failed"
@@ -28,9 +28,9 @@ LIVE = (PENDING, RUNNING)
 
 @dataclass(frozen=True)
 class RunState:
-    state: str  # missing / pending / running / done / failed
+    state: str  # missing / pending / running / done / failed / corrupt
     job: dict[str, Any]
-    detail: str = ""  # the last error line when failed
+    detail: str = ""  # the last error line when failed, the problem when corrupt
 
 
 def read_job(run_dir: Path) -> dict[str, Any]:
@@ -60,7 +60,8 @@ def run_state(run_dir: Path, ask_scheduler: bool = True) -> RunState:
     run_dir = Path(run_dir)
     job = read_job(run_dir)
     if (run_dir / RESULT_FILE).exists():
-        return RunState(DONE, job)
+        _, problem = read_result(run_dir)
+        return RunState(CORRUPT, job, problem) if problem else RunState(DONE, job)
     state = job.get("state", MISSING)
     if state == FAILED:
         return RunState(FAILED, job, job.get("error", ""))
@@ -104,6 +105,17 @@ def _pid_alive(pid: int) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def set_aside_corrupt_result(run_dir: Path) -> Path | None:
+    """Move a corrupt ``result.json`` to ``result.json.corrupt`` (before the run is started again
+    to re-evaluate it), so that the run reads as not done until a new result is written."""
+    path = Path(run_dir) / RESULT_FILE
+    if not path.exists() or not read_result(run_dir)[1]:
+        return None
+    kept = path.with_name(RESULT_FILE + ".corrupt")
+    os.replace(path, kept)
+    return kept
 
 
 def prepare_run_dir(planned, profile, results_root: Path, data_root: Path | None) -> Path:

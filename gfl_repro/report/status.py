@@ -69,7 +69,7 @@ def format_status(rows: list[dict[str, Any]]) -> str:
         progress = f"{r['iteration']}/{r.get('total', '?')}" if "iteration" in r else ""
         eta = _eta(r.get("eta_s")) if r["state"] == "running" else ""
         ap = f"{r['AP']:.1f}" if r.get("AP") is not None else ""
-        detail = r["error"] if r["state"] == "failed" else (f"job {r['job_id']}" if r.get("job_id") else "")
+        detail = r["error"] if r["state"] in ("failed", "corrupt") else (f"job {r['job_id']}" if r.get("job_id") else "")
         lines.append(f"{r['experiment']:<10} {r['row'][:34]:<34} {r['run_id']:<12} {r['state']:<8} {progress:<16} "
                      f"{eta:>7} {ap:>5}  {detail}")
     return "\n".join(lines)

@@ -35,33 +35,49 @@ def experiment_names(directory: Path | None = None) -> list[str]:
     return sorted((p.stem for p in directory.glob("*.toml")), key=_paper_order)
 
 
-def load_catalogue(directory: Path | None = None) -> dict[str, Experiment]:
-    """Every experiment of the directory, in paper order; checks cross-references."""
-    directory = directory or default_experiments_dir()
+def _spec_dir(directory: Path | None) -> Path:
+    directory = Path(directory or default_experiments_dir())
     if not directory.is_dir():
-        raise SpecError(f"experiments directory {directory} does not exist")
-    experiments = {name: load_experiment(directory / f"{name}.toml") for name in experiment_names(directory)}
+        problem = "is not a directory" if directory.exists() else "does not exist"
+        raise SpecError(f"experiments directory {directory} {problem}")
+    return directory
+
+
+def _check_uses(experiments: dict[str, Experiment], available: list[str]) -> None:
     for exp in experiments.values():
         for used in exp.uses:
-            if used not in experiments:
+            if used not in available:
                 raise SpecError(f"{exp.path.name}, [experiment], field 'uses': no experiment {used!r}")
+
+
+def load_catalogue(directory: Path | None = None) -> dict[str, Experiment]:
+    """Every experiment of the directory, in paper order; checks cross-references."""
+    directory = _spec_dir(directory)
+    names = experiment_names(directory)
+    experiments = {name: load_experiment(directory / f"{name}.toml") for name in names}
+    _check_uses(experiments, names)
     return experiments
 
 
 def get_experiment(name: str, directory: Path | None = None) -> Experiment:
-    catalogue = load_catalogue(directory)
-    if name not in catalogue:
-        raise UnknownName("experiment", name, list(catalogue))
-    return catalogue[name]
+    return select([name], directory)[0]
 
 
 def select(names: tuple[str, ...] | list[str], directory: Path | None = None) -> list[Experiment]:
-    """The named experiments (all of them when ``names`` is empty), in paper order."""
-    catalogue = load_catalogue(directory)
+    """The named experiments (all of them when ``names`` is empty), in paper order.
+
+    Only the named spec files are read, so a broken spec elsewhere in the directory stops only
+    the commands that need it (each says which file, in one line)."""
+    directory = _spec_dir(directory)
+    available = experiment_names(directory)
     for name in names:
-        if name not in catalogue:
-            raise UnknownName("experiment", name, list(catalogue))
-    return [exp for name, exp in catalogue.items() if not names or name in names]
+        if name not in available:
+            raise UnknownName("experiment", name, available)
+    if not names:
+        return list(load_catalogue(directory).values())
+    chosen = {name: load_experiment(directory / f"{name}.toml") for name in available if name in names}
+    _check_uses(chosen, available)
+    return list(chosen.values())
 
 
 def _paper_order(name: str) -> tuple[int, int, str]:

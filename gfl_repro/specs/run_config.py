@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -134,10 +135,56 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def _between(low: float, high: float, low_open: bool = False, high_open: bool = False):
+    """A range test and how it reads: ``[low, high]``, ``(low, high]``, ..."""
+    text = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return (lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high)), text
+
+
+def _at_least(low: float):
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+def _positive():
+    return (lambda v: v > 0), "> 0"
+
+
+RANGES: dict[str, tuple[Any, str]] = {
+    "qfl_beta": _at_least(0),
+    "focal_gamma": _at_least(0),
+    "focal_alpha": _between(0, 1),
+    "dfl_weight": _at_least(0),
+    "box_loss_weight": _at_least(0),
+    "reg_max": _positive(),
+    "bin_width": _positive(),
+    "atss_topk": _at_least(1),
+    "epochs": _at_least(1),
+    "batch_size": _at_least(1),
+    "base_lr": _positive(),
+    "momentum": _between(0, 1, high_open=True),
+    "weight_decay": _at_least(0),
+    "warmup_iters": _at_least(0),
+    "warmup_ratio": _between(0, 1, low_open=True),
+    "nms_pre": _at_least(1),
+    "score_thr": _between(0, 1, high_open=True),
+    "nms_iou": _between(0, 1, low_open=True),
+    "max_per_img": _at_least(1),
+    "seed": _at_least(0),
+    "synth_train": _at_least(0),
+    "synth_val": _at_least(0),
+}
+"""Allowed values of the numeric settings: (test, how the range reads in an error)."""
+
+PAIRS = ("image_scale", "multiscale_short")
+"""Settings that are two positive pixel sizes."""
+
+
 def check_field(name: str, value: Any) -> Any:
     """Validate one override value against RunConfig's field; return it normalised.
 
-    Raises ValueError with a message naming the problem (the caller adds file/row context).
+    Checks the type, the choices of text settings, the range of numeric ones (:data:`RANGES`;
+    every float finite) and the shape of sizes and steps. Raises ValueError with a message
+    naming the problem (the caller adds file/row context).
     """
     if name not in FIELD_TYPES:
         raise ValueError(f"unknown setting {name!r}")
@@ -149,6 +196,8 @@ def check_field(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{name} must be a number, got {value!r}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
     elif expected is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -158,10 +207,26 @@ def check_field(name: str, value: Any) -> Any:
         if name in CHOICES and value not in CHOICES[name]:
             raise ValueError(f"{name} must be one of {', '.join(CHOICES[name])}; got {value!r}")
     elif expected is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value):
             raise ValueError(f"{name} must be a list of integers, got {value!r}")
         value = tuple(value)
+        _check_sizes(name, value)
+    if name in RANGES:
+        test, text = RANGES[name]
+        if not test(value):
+            raise ValueError(f"{name} must be {text}, got {value!r}")
     return value
+
+
+def _check_sizes(name: str, value: tuple[int, ...]) -> None:
+    if name in PAIRS:
+        if len(value) != 2 or min(value) < 1:
+            raise ValueError(f"{name} must be two positive pixel sizes, got {list(value)}")
+        if name == "multiscale_short" and value[0] > value[1]:
+            raise ValueError(f"{name} must be (low, high), got {list(value)}")
+    elif name == "lr_steps" and any(v < 1 for v in value):
+        raise ValueError(f"lr_steps must be epochs >= 1, got {list(value)}")
 
 
 def check_consistency(config: RunConfig) -> None:
@@ -183,8 +248,13 @@ def check_consistency(config: RunConfig) -> None:
         raise ValueError("the vgg16 backbone belongs to ssd512")
     if list(config.lr_steps) != sorted(set(config.lr_steps)):
         raise ValueError(f"lr_steps must strictly increase, got {list(config.lr_steps)}")
+    if any(not 1 <= step <= config.epochs for step in config.lr_steps):
+        raise ValueError(f"lr_steps must lie within 1..epochs ({config.epochs}), got {list(config.lr_steps)}")
     if config.multiscale and config.multiscale_short[0] > config.multiscale_short[1]:
         raise ValueError(f"multiscale_short must be (low, high), got {list(config.multiscale_short)}")
+    if config.dataset == "synthetic" and min(config.synth_train, config.synth_val) < 1:
+        raise ValueError(f"the synthetic dataset needs synth_train and synth_val >= 1, got {config.synth_train} "
+                         f"and {config.synth_val}")
 
 
-__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "ENGINES", "FIELD_TYPES"]
+__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "ENGINES", "FIELD_TYPES", "RANGES"]

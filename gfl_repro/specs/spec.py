@@ -35,6 +35,7 @@ error names the file, the row and the field. Layout of a spec file::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,9 +140,15 @@ def resolve(experiment: Experiment, row: Row, profile: Profile, engine: str = "n
     settings = apply_profile(settings, profile, keep=row.overrides)
     settings["engine"] = engine
     where = f"{experiment.path.name}, row {row.display!r}"
+    normalised = {}
+    for key, value in settings.items():
+        try:
+            normalised[key] = check_field(key, value)
+        except ValueError as err:
+            source = "overrides." if key in row.overrides else "resolved setting "
+            raise SpecError(f"{where}, field '{source}{key}': {err}") from None
+    config = RunConfig(**normalised)
     try:
-        normalised = {k: check_field(k, v) for k, v in settings.items()}
-        config = RunConfig(**normalised)
         check_consistency(config)
     except ValueError as err:
         raise SpecError(f"{where}: {err}") from None
@@ -158,8 +165,10 @@ def load_experiment(path: Path) -> Experiment:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
         raise SpecError(f"{path}: cannot read spec ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}); a spec is a UTF-8 TOML file") from None
     except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"{path.name}: invalid TOML ({err})") from None
+        raise SpecError(f"{path.name}: invalid TOML ({' '.join(str(err).split())})") from None
     return _parse(data, path)
 
 
@@ -181,7 +190,7 @@ def _parse(data: dict[str, Any], path: Path) -> Experiment:
     kind = _choice(head, "kind", KINDS, where)
     split = _choice(head, "split", SPLITS, where)
     recipe = head.get("recipe")
-    if recipe is not None and recipe not in RECIPES:
+    if recipe is not None and (not isinstance(recipe, str) or recipe not in RECIPES):
         raise SpecError(f"{where}, field 'recipe': unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     metrics = tuple(_str_list(head, "metrics", where))
     for m in metrics:
@@ -209,8 +218,13 @@ def _parse(data: dict[str, Any], path: Path) -> Experiment:
     for r in rows:
         label_counts[r.label] = label_counts.get(r.label, 0) + 1
     artifacts = []
-    for i, a in enumerate(data.get("artifact", [])):
+    raw_artifacts = data.get("artifact", [])
+    if not isinstance(raw_artifacts, list):
+        raise SpecError(f"{name}, field 'artifact': must be an array of tables ([[artifact]])")
+    for i, a in enumerate(raw_artifacts):
         awhere = f"{name}, artifact {i + 1}"
+        if not isinstance(a, dict):
+            raise SpecError(f"{awhere}: must be a table, got {a!r}")
         _only(a, {"name", "analysis", "rows"}, awhere)
         analysis = _choice(a, "analysis", ANALYSES, awhere)
         art_rows = tuple(_str_list(a, "rows", awhere))
@@ -263,8 +277,11 @@ def _parse_row(
             raise SpecError(f"{where}, field 'group': must be one of {', '.join(groups)}; got {group!r}")
     elif group is not None:
         raise SpecError(f"{where}, field 'group': the experiment declares no groups")
+    section = raw.get("section")
+    if section is not None and (not isinstance(section, str) or not section):
+        raise SpecError(f"{where}, field 'section': must be text, got {section!r}")
     recipe = raw.get("recipe")
-    if recipe is not None and recipe not in RECIPES:
+    if recipe is not None and (not isinstance(recipe, str) or recipe not in RECIPES):
         raise SpecError(f"{where}, field 'recipe': unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
 
     overrides = raw.get("overrides", {})
@@ -285,6 +302,9 @@ def _parse_row(
     for key in info:
         if key not in info_columns:
             raise SpecError(f"{where}, field 'info.{key}': not one of the info_columns {list(info_columns)}")
+    for key, value in info.items():
+        if isinstance(value, (dict, list)):
+            raise SpecError(f"{where}, field 'info.{key}': must be text or a number, got {value!r}")
     info = {k: str(v) for k, v in info.items()}
 
     paper: dict[str, float | None] = {}
@@ -295,7 +315,7 @@ def _parse_row(
         for metric, value in zip(metrics, values):
             if value == "n/a":
                 paper[metric] = None
-            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                 paper[metric] = float(value)
             else:
                 raise SpecError(f"{where}, field 'paper.{metric}': must be a number or \"n/a\", got {value!r}")
@@ -315,7 +335,7 @@ def _parse_row(
     return Row(
         label=label,
         group=group,
-        section=raw.get("section"),
+        section=section,
         recipe=recipe,
         overrides=dict(overrides),
         info=info,

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from .safe_load import UnsafeCheckpoint, load_checkpoint
+
 HEAD_RENAMES = (
     (re.compile(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.(weight|bias)$"),
      lambda m: f"head.{m[1]}_tower.{3 * int(m[2])}.{m[3]}"),
@@ -73,18 +75,21 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 def load_mmdet_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The ``state_dict`` of an mmdet checkpoint file (2.x or 3.x).
 
-    mmdet's files carry ``meta`` with numpy objects / mmengine HistoryBuffers, which only a
-    full unpickle reads (``weights_only=False``): use this on files you trust.
+    Read with ``weights_only=True`` and the allow-list of :mod:`gfl_repro.engines.mmdet.safe_load`
+    (numpy values and mmengine's HistoryBuffer in ``meta`` / ``message_hub``): nothing in the
+    file is executed, and a file naming any other type is refused in one line.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointImportError(f"{path}: no such file")
     try:
-        data: Any = torch.load(path, map_location="cpu", weights_only=False)
+        data: Any = load_checkpoint(path)
+    except UnsafeCheckpoint as err:
+        raise CheckpointImportError(str(err)) from None
     except Exception as err:  # a broken or foreign file: say so in one line
         raise CheckpointImportError(f"{path}: cannot read as a torch checkpoint ({type(err).__name__})") from None
     state = data.get("state_dict", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointImportError(f"{path}: no state_dict of tensors inside")
     return state
 
@@ -93,9 +98,12 @@ def import_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
     """Convert ``src`` and save ``{"model": state_dict, "source": ...}`` to ``dst`` (weights_only-safe)."""
     from ...store import atomic_write
 
+    dst = Path(dst)
+    if dst.is_dir():
+        raise CheckpointImportError(f"{dst} is a directory; give the path of the file to write")
     state = convert_state_dict(load_mmdet_checkpoint(src))
     payload = {"model": state, "source": str(src), "format": "gfl-repro native detector"}
-    atomic_write(Path(dst), lambda handle: torch.save(payload, handle))
+    atomic_write(dst, lambda handle: torch.save(payload, handle))
     head_keys = [k for k in state if k.startswith("head.")]
     kind = "ATSS (centerness)" if any(k.startswith("head.quality_out") for k in head_keys) else "GFL"
     bins = state["head.reg_out.weight"].shape[0] // 4 if "head.reg_out.weight" in state else None

@@ -8,6 +8,10 @@ COCOeval call as the native engine, so both engines' numbers are computed alike.
 directory gets the same files as a native run (``config.json``, ``env.json``,
 ``metrics.jsonl``, ``result.json`` with ``"engine": "mmdet"``).
 
+Every checkpoint mmengine reads (the run's resume files, the ImageNet weights) is loaded with
+``weights_only=True`` and the allow-list of :mod:`gfl_repro.engines.mmdet.safe_load`: a file
+naming any other type is refused in one line and nothing in it runs.
+
 Differences from the native engine's contract, both mmengine's: a stop request (Slurm
 preemption) resumes from the last *epoch* checkpoint, and a non-finite loss is reported
 after the optimizer step of that iteration, not before.
@@ -15,11 +19,9 @@ after the optimizer step of that iteration, not before.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
+import pickle
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,9 +35,11 @@ from ...store import append_metrics, atomic_write_text, write_config, write_env,
 from ..metrics import (IterWindow, end_record, epoch_record, error_record, should_log, start_record,
                        step_info)
 from ..errors import NonFiniteLoss
-from ..environment import SPEED_IMAGES, default_workers, device_name, environment, locate_data, pretrained_weights
+from ..environment import (SPEED_IMAGES, check_data, default_workers, device_name, environment, locate_data,
+                           pretrained_weights)
 from ..evaluation import coco_evaluate, detections_to_coco, time_per_call
 from .config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
+from .safe_load import UnsafeCheckpoint, refusal, weights_only_loading
 
 ENGINE = "mmdet"
 WORK_SUBDIR = "mmdet"
@@ -43,23 +47,6 @@ WORK_SUBDIR = "mmdet"
 
 class _Stopped(Exception):
     """Raised from the hook when the launcher asks the run to stop (preemption)."""
-
-
-@contextlib.contextmanager
-def _trusted_checkpoints():
-    """Let mmengine's ``torch.load`` (no ``weights_only`` argument) read full pickles while
-    training: its resume checkpoints are this run's own files and hold mmengine objects that
-    torch >= 2.6's weights-only default refuses."""
-    key = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-    before = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
 
 
 def category_names(annotation_file: Path) -> list[str]:
@@ -201,6 +188,7 @@ def execute_mmdet(
     distributed.init_from_submitit()
     world = distributed.world_size()
     data = locate_data(config, data_root, cache_dir, progress)
+    check_data(data)
     weights = pretrained_weights(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = build_config(
@@ -219,11 +207,15 @@ def execute_mmdet(
     runner = Runner.from_cfg(cfg)
     runner.register_hook(_store_hook(run_dir, should_stop, progress, main))
     try:
-        with _trusted_checkpoints(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+        with weights_only_loading():  # resume checkpoints and ImageNet weights: nothing in them runs
             runner.train()
     except _Stopped:
         return None
+    except pickle.UnpicklingError as err:
+        line = refusal(f"a checkpoint of the run (resume files in {run_dir / WORK_SUBDIR}, ImageNet weights)", err)
+        if line is None:
+            raise
+        raise UnsafeCheckpoint(line) from None
     if not main:
         return None
 

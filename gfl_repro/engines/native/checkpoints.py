@@ -93,15 +93,29 @@ def save_checkpoint(run_dir: str | os.PathLike, payload: dict[str, Any]) -> Path
 
 
 def check_same_config(stored: dict[str, Any] | None, current: dict[str, Any] | None, path: Path) -> None:
-    """Refuse to resume a checkpoint written for another configuration."""
+    """Refuse (:class:`CheckpointError`) to resume a checkpoint written for another configuration."""
     if not stored or current is None:
         return
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"{path}: the stored config is not a table; refusing to resume")
     differ = sorted(k for k in stored.keys() & current.keys() if stored[k] != current[k])
     if differ:
         details = ", ".join(f"{k}: {stored[k]!r} -> {current[k]!r}" for k in differ)
-        raise ValueError(f"{path} was written for another config ({details}); refusing to resume")
+        raise CheckpointError(f"{path} was written for another config ({details}); refusing to resume")
 
 
-__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "CheckpointError", "PREVIOUS_FILE", "check_same_config",
+RESUME_KEYS = ("model", "optimizer", "epoch", "iter_in_epoch", "global_iter", "epoch_sums", "epoch_count",
+               "epoch_seconds", "rng")
+"""What a checkpoint must hold to resume training from it."""
+
+
+def check_resumable(payload: dict[str, Any], path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``payload`` holds every key a resume reads."""
+    missing = [key for key in RESUME_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: not a complete training checkpoint (no {', '.join(missing)})")
+
+
+__all__ = ["CHECKPOINT_DIR", "CHECKPOINT_FILE", "CheckpointError", "PREVIOUS_FILE", "check_resumable", "check_same_config",
            "checkpoint_path", "has_checkpoint", "load_checkpoint", "load_latest", "previous_path",
            "save_checkpoint"]

@@ -26,7 +26,7 @@ from ...distributed import is_main
 from ...store import append_metrics
 from ..metrics import (LOG_INTERVAL, IterWindow, end_record, epoch_record, error_record, should_log, start_record,
                        step_info)
-from .checkpoints import check_same_config, has_checkpoint, load_latest, save_checkpoint
+from .checkpoints import CheckpointError, check_resumable, check_same_config, has_checkpoint, load_latest, save_checkpoint
 from ..errors import NonFiniteLoss
 from .loop import Hook, Progress, Trainer
 from .rng import rng_state, set_rng_state
@@ -47,9 +47,14 @@ class CheckpointHook(Hook):
         if payload is None:
             return
         config = trainer.config.to_dict() if hasattr(trainer.config, "to_dict") else None
-        check_same_config(payload.get("config"), config, self.run_dir / "checkpoints")
-        trainer.model.load_state_dict(payload["model"])
-        trainer.optimizer.load_state_dict(payload["optimizer"])
+        where = self.run_dir / "checkpoints"
+        check_same_config(payload.get("config"), config, where)
+        check_resumable(payload, where)
+        try:
+            trainer.model.load_state_dict(payload["model"])
+            trainer.optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{where}: does not fit this model ({' '.join(str(err).split())[:300]})") from None
         trainer.progress = Progress(
             epoch=int(payload["epoch"]), iter_in_epoch=int(payload["iter_in_epoch"]),
             global_iter=int(payload["global_iter"]),

@@ -50,6 +50,7 @@ from typing import Any
 
 import torch
 
+from ..errors import NothingTrained
 from .rng import isolated_rng, mix_seed, seed_everything
 from .schedule import lr_factor
 
@@ -156,6 +157,8 @@ class Trainer:
         self.device = torch.device(device)
         self.config = config
         self.epochs = config.epochs if epochs is None else int(epochs)
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         self.amp = bool(amp) and self.device.type == "cuda"
         self.grad_clip = grad_clip
         self.make_loader = make_loader
@@ -175,7 +178,8 @@ class Trainer:
 
     def train(self) -> bool:
         """True when all epochs are done (also when they were on entry: nothing is trained
-        then), False when a stop request ended it earlier."""
+        then), False when a stop request ended it earlier. Raises
+        :class:`~gfl_repro.engines.errors.NothingTrained` when an epoch yields no batch."""
         try:
             self._call("before_train")
             if not self.resumed:
@@ -249,6 +253,8 @@ class Trainer:
 
     def _end_epoch(self, epoch: int) -> None:
         progress = self.progress
+        if progress.epoch_count == 0:  # before anything marks the epoch done
+            raise NothingTrained(epoch)
         self.epoch_summary = EpochSummary(epoch, progress.global_iter - 1, progress.epoch_count,
                                           self.optimizer.param_groups[0]["lr"], dict(progress.epoch_sums),
                                           progress.epoch_seconds)

@@ -1,7 +1,11 @@
-"""One native run, end to end: data → model → training (resumable) → COCO evaluation → result.json.
+"""One native run, end to end: data → data check → model → training (resumable) → COCO
+evaluation → result.json.
 
-Every file it writes goes through :mod:`gfl_repro.store`; ``result.json`` is written last, so
-its presence means the run is complete.
+The dataset is checked (:func:`gfl_repro.engines.environment.check_data`) before anything
+trains. Every file it writes goes through :mod:`gfl_repro.store`; ``result.json`` is written
+last, so its presence means the run is complete. A run whose checkpoint is finished only
+evaluates (how ``run --retry`` re-evaluates a run whose evaluation failed or whose result is
+corrupt).
 """
 
 from __future__ import annotations
@@ -9,15 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import torch
-
 from ... import distributed
 from ...datasets.coco import CocoDetection, build_loader
 from ...models.detector import build_detector, check_supported
 from ...specs.profiles import PROFILES
 from ...specs.run_config import RunConfig
 from ...store import write_config, write_env, write_result
-from ..environment import SPEED_IMAGES, default_workers, environment, locate_data, pretrained_weights
+from ..environment import (SPEED_IMAGES, check_data, default_workers, environment, locate_data, parse_device,
+                           pretrained_weights)
 from ..evaluation import evaluate, measure_speed
 from .fit import fit
 from .rng import seed_everything
@@ -47,8 +50,9 @@ def execute_native(
     check_supported(config)
     run_dir = Path(run_dir)
     process_device = distributed.init_from_submitit()
-    dev = process_device or torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = process_device or parse_device(device)
     data = locate_data(config, data_root, cache_dir, progress)
+    check_data(data)
     weights = pretrained_weights(config)
     write_config(run_dir, config, run_id, profile)
     write_env(run_dir, environment(dev))
