@@ -151,6 +151,8 @@ def _positive():
 
 RANGES: dict[str, tuple[Any, str]] = {
     "qfl_beta": _at_least(0),
+    "guided_eta": _at_least(0),
+    "kl_weight": _at_least(0),
     "focal_gamma": _at_least(0),
     "focal_alpha": _between(0, 1),
     "dfl_weight": _at_least(0),
