@@ -18,7 +18,8 @@ from conftest import unwritable
 
 from gfl_repro.specs.catalogue import load_catalogue
 from gfl_repro.cli import cli
-from gfl_repro.engines.mmdet.convert import CheckpointImportError, convert_state_dict, export_state_dict
+from gfl_repro.engines.mmdet.convert import (CheckpointImportError, convert_state_dict, export_state_dict,
+                                             load_mmdet_checkpoint)
 from gfl_repro.engines.mmdet.safe_load import FORCE_OFF, FORCE_ON, load_checkpoint, weights_only_loading
 from gfl_repro.models.detector import build_detector
 from gfl_repro.specs.profiles import PROFILES
@@ -75,7 +76,7 @@ def test_bad_checkpoints_are_one_line(tmp_path):
     assert bad.exit_code == 2 and "cannot read as a torch checkpoint" in bad.output
     with pytest.raises(CheckpointImportError, match="DCN v1"):
         convert_state_dict({"backbone.layer3.0.conv2.conv_offset.weight": torch.zeros(18, 256, 3, 3)})
-    with pytest.raises(CheckpointImportError, match="not a GFL/ATSS detector"):
+    with pytest.raises(CheckpointImportError, match="not a dense detector checkpoint"):
         convert_state_dict({"roi_head.bbox_head.fc_cls.weight": torch.zeros(2, 2)})
 
 
@@ -176,3 +177,16 @@ def test_import_mmdet_output_problems_are_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["import-mmdet", str(tmp_path / "m.pth"), "--out", str(blocked)])
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert result.output.startswith(f"gfl-repro: error: {blocked.parent.parent}")  # the folder it could not make
+
+
+def test_allowed_getattr_reaches_only_history_buffer_statistics(tmp_path):
+    """The allow-list's getattr (HistoryBuffer's pickled statistics methods) refuses any other
+    attribute, even of an allowed class."""
+
+    class Probe:
+        def __reduce__(self):
+            return (getattr, (np.dtype, "__subclasses__"))
+
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"x": Probe()}}, tmp_path / "probe.pth")
+    with pytest.raises(CheckpointImportError, match="refused"):
+        load_mmdet_checkpoint(tmp_path / "probe.pth")

@@ -285,10 +285,11 @@ class Compose:
 
 
 def build_pipeline(train: bool, scale: Scale = (1333, 800),
-                   multiscale: Sequence[Scale] | None = None, flip_prob: float = 0.5) -> Compose:
+                   multiscale: Sequence[Scale] | None = None, flip_prob: float = 0.5,
+                   keep_ratio: bool = True) -> Compose:
     """mmdet's GFL pipelines. train: [RandomResize(multiscale) or Resize(scale), RandomFlip];
     test: [Resize(scale)].  Normalisation happens after (``normalize_image``)."""
     if not train:
-        return Compose([Resize(scale)])
-    resize = RandomResize(multiscale) if multiscale is not None else Resize(scale)
+        return Compose([Resize(scale, keep_ratio)])
+    resize = RandomResize(multiscale, keep_ratio) if multiscale is not None else Resize(scale, keep_ratio)
     return Compose([resize, RandomFlip(flip_prob)])

@@ -22,10 +22,13 @@ from .heads.base import DenseHead, HeadSpec
 from .postprocess import PostprocessConfig
 from .quality import build_quality
 from .registry import DETECTORS, check_supported
+from .ssd_neck import SSDNeck
+from .vgg import SSDVGG, load_vgg_pretrained
 
 # Neck and head width per backbone scale: the paper's 256-channel, 4-conv towers, or a toy
 # version for the CPU smoke profile.
 WIDTH = {"full": dict(channels=256, convs=4, groups=32), "tiny": dict(channels=64, convs=2, groups=16)}
+TINY_VGG_WIDTH = 8  # the smoke profile's VGG16: every channel count divided by 8
 
 
 class Detector(nn.Module):
@@ -62,11 +65,19 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     check_supported(config)
     entry = DETECTORS[config.detector]
     width = WIDTH[config.backbone_scale]
-    backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)
-    neck = FPN(list(backbone.out_channels), width["channels"], num_outs=5,
-               relu_before_extra_convs=entry.relu_before_extra_convs)
-    spec = HeadSpec(num_classes=num_classes, in_channels=width["channels"], feat_channels=width["channels"],
-                    stacked_convs=width["convs"], norm_groups=width["groups"])
+    if entry.neck == "ssd":
+        vgg_width = 1 if config.backbone_scale == "full" else TINY_VGG_WIDTH
+        backbone = SSDVGG(vgg_width)
+        if pretrained is not None:
+            load_vgg_pretrained(backbone, pretrained)
+        neck = SSDNeck(backbone.out_channels, vgg_width)
+        spec = HeadSpec(num_classes=num_classes, level_channels=neck.out_channels)
+    else:
+        backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)
+        neck = FPN(list(backbone.out_channels), width["channels"], num_outs=5,
+                   relu_before_extra_convs=entry.relu_before_extra_convs, extra_on_input=entry.neck == "fpn_on_input")
+        spec = HeadSpec(num_classes=num_classes, in_channels=width["channels"], feat_channels=width["channels"],
+                        stacked_convs=width["convs"], norm_groups=width["groups"])
     test_cfg = PostprocessConfig.from_config(config, min_bbox_size=entry.min_bbox_size)
     return Detector(backbone, neck, build_head(config, spec), test_cfg)
 

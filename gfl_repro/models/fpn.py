@@ -22,6 +22,8 @@ computation, read from ``mmdet/models/necks/fpn.py``:
    ``P7 = conv3x3_s2(P6)``, no ReLU in between (``relu_before_extra_convs=False``).
    mmdet's FCOS configs set ``relu_before_extra_convs=True``: then ``P7 =
    conv3x3_s2(relu(P6))`` (every extra level after the first reads a ReLU'd input).
+   RetinaNet's and FoveaBox's configs use ``'on_input'``: ``P6 = conv3x3_s2(C5)``
+   (``extra_on_input=True``).
 
 Init: Xavier uniform (gain 1) weights and zero bias on every conv (mmdet's ``init_cfg``).
 
@@ -62,9 +64,10 @@ class FPN(nn.Module):
     """
 
     def __init__(self, in_channels: list[int], out_channels: int = 256, num_outs: int = 5,
-                 relu_before_extra_convs: bool = False) -> None:
+                 relu_before_extra_convs: bool = False, extra_on_input: bool = False) -> None:
         super().__init__()
         self.relu_before_extra_convs = relu_before_extra_convs
+        self.extra_on_input = extra_on_input  # mmdet's add_extra_convs='on_input': P6 from C5
         in_channels = list(in_channels)
         if num_outs < len(in_channels):
             raise ValueError(f"num_outs ({num_outs}) must be >= len(in_channels) ({len(in_channels)})")
@@ -73,8 +76,9 @@ class FPN(nn.Module):
         self.num_outs = num_outs
         self.lateral_convs = nn.ModuleList(_conv(c, out_channels, 1) for c in in_channels)
         self.fpn_convs = nn.ModuleList(_conv(out_channels, out_channels, 3) for _ in in_channels)
-        for _ in range(num_outs - len(in_channels)):
-            self.fpn_convs.append(_conv(out_channels, out_channels, 3, stride=2))
+        for i in range(num_outs - len(in_channels)):
+            source = in_channels[-1] if extra_on_input and i == 0 else out_channels
+            self.fpn_convs.append(_conv(source, out_channels, 3, stride=2))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -92,6 +96,9 @@ class FPN(nn.Module):
             laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
         outs = [self.fpn_convs[i](lat) for i, lat in enumerate(laterals)]
         for i in range(len(laterals), self.num_outs):
-            source = F.relu(outs[-1]) if self.relu_before_extra_convs and i > len(laterals) else outs[-1]
+            if i == len(laterals) and self.extra_on_input:
+                source = feats[-1]
+            else:
+                source = F.relu(outs[-1]) if self.relu_before_extra_convs and i > len(laterals) else outs[-1]
             outs.append(self.fpn_convs[i](source))
         return outs

@@ -11,12 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .assigners.fovea import BASE_EDGES
 from .box_representation import BOXES
-from .coders import Coder, DeltaCoder, DistanceCoder
+from .coders import Coder, DeltaCoder, DistanceCoder, FoveaCoder
 from .heads.atss import ATSSHead
 from .heads.base import DenseHead
 from .heads.fcos import FCOSHead
+from .heads.foveabox import FoveaBoxHead
+from .heads.retinanet import RetinaNetHead
+from .heads.ssd import SSDHead
 from .quality import QUALITIES
+
+JOINT_OR_NONE = ("none", "joint")  # Table 1(b): the detector as it is, and "+ joint w/ QFL"
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,19 @@ class DetectorEntry:
     box_losses: tuple[str, ...] = ("giou",)
     smooth_l1_beta: float = 1.0
     min_bbox_size: float | None = 0  # test: boxes this small or smaller are dropped (None: none)
+    keep_ratio: bool = True  # images resized keeping their aspect ratio (SSD: to a fixed square)
 
 
 DETECTORS: dict[str, DetectorEntry] = {
     "atss": DetectorEntry(ATSSHead, coder=DeltaCoder),
     "fcos": DetectorEntry(FCOSHead, coder=lambda: DistanceCoder(clamp=True), relu_before_extra_convs=True),
+    "retinanet": DetectorEntry(RetinaNetHead, coder=lambda: DeltaCoder((1.0, 1.0, 1.0, 1.0)), neck="fpn_on_input",
+                               qualities=JOINT_OR_NONE, boxes=("dirac",), box_losses=("l1",)),
+    "foveabox": DetectorEntry(FoveaBoxHead, coder=lambda: FoveaCoder(BASE_EDGES), neck="fpn_on_input",
+                              qualities=JOINT_OR_NONE, boxes=("dirac",), box_losses=("smooth_l1",),
+                              smooth_l1_beta=0.11, min_bbox_size=None),
+    "ssd512": DetectorEntry(SSDHead, coder=DeltaCoder, neck="ssd", qualities=JOINT_OR_NONE, boxes=("dirac",),
+                            box_losses=("smooth_l1",), keep_ratio=False),
 }
 
 

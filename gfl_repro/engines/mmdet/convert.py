@@ -1,21 +1,28 @@
-"""Convert mmdetection (3.x or 2.x) GFL / ATSS / FCOS checkpoints into the native engine's format.
+"""Convert mmdetection (3.x or 2.x) detector checkpoints into the native engine's format and
+back: GFL, ATSS, FCOS, RetinaNet, FoveaBox and SSD512.
 
 Backbone and neck keys already match (the native ResNet keeps torchvision's / mmdet's names,
-the FPN keeps mmdet's ``lateral_convs.i.conv`` / ``fpn_convs.i.conv``); only the head is
+the FPN keeps mmdet's ``lateral_convs.i.conv`` / ``fpn_convs.i.conv``, SSD's VGG its
+``features.i`` and its neck mmdet's ``l2_norm`` / ``extra_layers.i.j.conv``); only the head is
 renamed:
 
-===============================================  ===============================
-mmdet (``bbox_head.``)                           native (``head.``)
-===============================================  ===============================
-``cls_convs.i.conv.weight``                      ``cls_tower.{3i}.weight``
-``cls_convs.i.gn.{weight,bias}``                 ``cls_tower.{3i+1}.{weight,bias}``
-``reg_convs.i.…``                                ``reg_tower.…`` (same pattern)
-``gfl_cls.*`` / ``atss_cls.*`` / ``conv_cls.*``  ``cls_out.*``
-``gfl_reg.*`` / ``atss_reg.*`` / ``conv_reg.*``  ``reg_out.*``
-``atss_centerness.*`` / ``conv_centerness.*``    ``quality_out.*``
-``scales.i.scale``                               ``scales.i.scale``
-``integral.project``                             (dropped: a constant)
-===============================================  ===============================
+====================================================  ==========================================
+mmdet (``bbox_head.``)                                native (``head.``)
+====================================================  ==========================================
+``cls_convs.i.conv.weight`` (towers with GroupNorm)   ``cls_tower.{3i}.weight``
+``cls_convs.i.gn.{weight,bias}``                      ``cls_tower.{3i+1}.{weight,bias}``
+``cls_convs.i.conv.{weight,bias}`` (no norm:          ``cls_tower.{2i}.{weight,bias}``
+RetinaNet, FoveaBox)
+``reg_convs.i.…``                                     ``reg_tower.…`` (same patterns)
+``gfl_cls`` / ``atss_cls`` / ``conv_cls`` /           ``cls_out``
+``retina_cls`` / ``fovea_cls``
+``gfl_reg`` / ``atss_reg`` / ``conv_reg`` /           ``reg_out``
+``retina_reg`` / ``fovea_reg``
+``atss_centerness`` / ``conv_centerness``             ``quality_out``
+``scales.i.scale``                                    ``scales.i.scale``
+``cls_convs.i.0.*`` / ``reg_convs.i.0.*`` (SSD)       the same names
+``integral.project``                                  (dropped: a constant)
+====================================================  ==========================================
 
 Modulated deformable convs (mmcv ``ModulatedDeformConv2dPack``: ``conv2.weight``,
 ``conv2.conv_offset.*``) map one to one. mmdet's stock R-101/X-101 DCN configs use DCN v1
@@ -33,17 +40,23 @@ import torch
 
 from .safe_load import UnsafeCheckpoint, load_checkpoint
 
-HEAD_RENAMES = (
-    (re.compile(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.conv\.(weight|bias)$"),
-     lambda m: f"head.{m[1]}_tower.{3 * int(m[2])}.{m[3]}"),
-    (re.compile(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.gn\.(weight|bias)$"),
-     lambda m: f"head.{m[1]}_tower.{3 * int(m[2]) + 1}.{m[3]}"),
-    (re.compile(r"^bbox_head\.(?:gfl|atss|conv)_cls\.(weight|bias)$"), lambda m: f"head.cls_out.{m[1]}"),
-    (re.compile(r"^bbox_head\.(?:gfl|atss|conv)_reg\.(weight|bias)$"), lambda m: f"head.reg_out.{m[1]}"),
+OUT_RENAMES = (
+    (re.compile(r"^bbox_head\.(?:gfl|atss|conv|retina|fovea)_cls\.(weight|bias)$"), lambda m: f"head.cls_out.{m[1]}"),
+    (re.compile(r"^bbox_head\.(?:gfl|atss|conv|retina|fovea)_reg\.(weight|bias)$"), lambda m: f"head.reg_out.{m[1]}"),
     (re.compile(r"^bbox_head\.(?:atss|conv)_centerness\.(weight|bias)$"), lambda m: f"head.quality_out.{m[1]}"),
     (re.compile(r"^bbox_head\.scales\.(\d+)\.scale$"), lambda m: f"head.scales.{m[1]}.scale"),
+    (re.compile(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.0\.(weight|bias)$"), lambda m: f"head.{m[1]}_convs.{m[2]}.0.{m[3]}"),
 )
+TOWER = re.compile(r"^bbox_head\.(cls|reg)_convs\.(\d+)\.(conv|gn)\.(weight|bias)$")
 DROPPED = (re.compile(r"^bbox_head\.integral\.project$"), re.compile(r"\.num_batches_tracked$"))
+EXPORT_NAMES = {  # head type -> mmdet names of (cls_out, reg_out, quality_out)
+    "gfl": ("gfl_cls", "gfl_reg", None),
+    "atss": ("atss_cls", "atss_reg", "atss_centerness"),
+    "fcos": ("conv_cls", "conv_reg", "conv_centerness"),
+    "retinanet": ("retina_cls", "retina_reg", None),
+    "foveabox": ("conv_cls", "conv_reg", None),
+    "ssd512": (None, None, None),
+}
 
 
 class CheckpointImportError(ValueError):
@@ -51,10 +64,11 @@ class CheckpointImportError(ValueError):
 
 
 def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """mmdet GFL/ATSS detector state dict -> native Detector state dict."""
+    """mmdet detector state dict -> native Detector state dict (see the module's table)."""
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    layers_per_conv = 3 if any(TOWER.match(k) and TOWER.match(k)[3] == "gn" for k in state) else 2
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        key = key[len("module."):] if key.startswith("module.") else key
         if any(p.search(key) for p in DROPPED):
             continue
         if key.startswith(("backbone.", "neck.")):
@@ -62,13 +76,18 @@ def convert_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
                 raise CheckpointImportError(f"{key}: DCN v1 (18 offset channels) cannot load into the native DCNv2 layers")
             out[key] = value
             continue
-        for pattern, rename in HEAD_RENAMES:
+        tower = TOWER.match(key)
+        if tower:
+            index = layers_per_conv * int(tower[2]) + (1 if tower[3] == "gn" else 0)
+            out[f"head.{tower[1]}_tower.{index}.{tower[4]}"] = value
+            continue
+        for pattern, rename in OUT_RENAMES:
             match = pattern.match(key)
             if match:
                 out[rename(match)] = value
                 break
         else:
-            raise CheckpointImportError(f"unexpected key {key!r}: not a GFL/ATSS detector checkpoint")
+            raise CheckpointImportError(f"unexpected key {key!r}: not a dense detector checkpoint this engine knows")
     return out
 
 
@@ -112,28 +131,23 @@ def import_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
 
 
 def export_state_dict(state: dict[str, torch.Tensor], head_type: str = "gfl") -> dict[str, torch.Tensor]:
-    """The inverse of :func:`convert_state_dict`: native detector keys -> mmdet keys.
-
-    ``head_type`` is ``"gfl"`` (GFLHead: ``gfl_cls`` / ``gfl_reg``), ``"atss"`` (ATSSHead:
-    ``atss_cls`` / ``atss_reg`` / ``atss_centerness``) or ``"fcos"`` (FCOSHead: ``conv_cls`` /
-    ``conv_reg`` / ``conv_centerness``).
-    """
+    """The inverse of :func:`convert_state_dict`: native detector keys -> mmdet keys of the
+    head ``head_type`` (a key of :data:`EXPORT_NAMES`: gfl, atss, fcos, retinanet, foveabox, ssd512)."""
+    cls_name, reg_name, quality_name = EXPORT_NAMES[head_type]
+    layers_per_conv = 3 if "head.cls_tower.1.weight" in state else 2  # GroupNorm after each conv, or ReLU only
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if key.startswith(("backbone.", "neck.")):
-            out[key] = value
+        if key.startswith(("backbone.", "neck.")) or re.match(r"^head\.(cls|reg)_convs\.", key):
+            out[key.replace("head.", "bbox_head.", 1) if key.startswith("head.") else key] = value
             continue
         match = re.match(r"^head\.(cls|reg)_tower\.(\d+)\.(weight|bias)$", key)
         if match:
-            index, part = divmod(int(match[2]), 3)
+            index, part = divmod(int(match[2]), layers_per_conv)
             out[f"bbox_head.{match[1]}_convs.{index}.{'conv' if part == 0 else 'gn'}.{match[3]}"] = value
             continue
         match = re.match(r"^head\.(cls_out|reg_out|quality_out|scales)\.(.+)$", key)
-        if not match:
-            raise CheckpointImportError(f"unexpected native key {key!r}")
-        prefix = "conv" if head_type == "fcos" else head_type
-        name = {"cls_out": f"{prefix}_cls", "reg_out": f"{prefix}_reg",
-                "quality_out": "conv_centerness" if head_type == "fcos" else "atss_centerness",
-                "scales": "scales"}[match[1]]
-        out[f"bbox_head.{name}.{match[2]}"] = value
+        names = {"cls_out": cls_name, "reg_out": reg_name, "quality_out": quality_name, "scales": "scales"}
+        if not match or names[match[1]] is None:
+            raise CheckpointImportError(f"unexpected native key {key!r} for a {head_type} head")
+        out[f"bbox_head.{names[match[1]]}.{match[2]}"] = value
     return out

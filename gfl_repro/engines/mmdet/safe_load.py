@@ -8,6 +8,10 @@ scalars: a dict of two numpy arrays and an int). :func:`allowed_globals` lists e
 loading under :func:`mmdet_safe_globals` accepts them and still refuses everything else, e.g. a
 pickle whose ``__reduce__`` names ``os.system``.
 
+A ``HistoryBuffer`` pickles its statistics methods as ``getattr(HistoryBuffer, "mean")`` (and
+"min", "max", "current"); the allow-list's ``getattr`` is :func:`history_buffer_method`, which
+returns exactly those four and refuses any other attribute of anything.
+
 ``HistoryBuffer`` needs mmengine to be importable. Where it is not (converting a checkpoint
 without the mmdet extra), the name maps to :class:`Inert`, a class without methods whose
 instances only receive the pickled attributes: nothing of the file is executed either way.
@@ -55,10 +59,23 @@ def _history_buffer() -> Any:
     return HistoryBuffer
 
 
+STATISTICS = ("min", "max", "current", "mean")
+
+
+def history_buffer_method(owner: Any, name: str) -> Any:
+    """The one ``getattr`` a checkpoint may call: a statistics method of mmengine's
+    HistoryBuffer (or nothing, for the inert stand-in). Anything else is refused."""
+    entry = _history_buffer()
+    history_buffer = entry[0] if isinstance(entry, tuple) else entry
+    if owner is history_buffer and name in STATISTICS:
+        return getattr(owner, name, None)
+    raise pickle.UnpicklingError(f"GLOBAL builtins.getattr of {getattr(owner, '__name__', owner)!r}.{name} refused")
+
+
 def allowed_globals() -> list[Any]:
     """The allow-list: entries for ``torch.serialization.safe_globals`` (a class or function, or
     a (object, pickled name) pair)."""
-    return [*_numpy_globals(), _history_buffer()]
+    return [*_numpy_globals(), _history_buffer(), (history_buffer_method, "builtins.getattr")]
 
 
 @contextlib.contextmanager
@@ -118,5 +135,5 @@ def load_checkpoint(path: Path | str) -> Any:
             raise UnsafeCheckpoint(line) from None
 
 
-__all__ = ["HISTORY_BUFFER", "Inert", "UnsafeCheckpoint", "allowed_globals", "load_checkpoint", "mmdet_safe_globals",
+__all__ = ["HISTORY_BUFFER", "Inert", "history_buffer_method", "UnsafeCheckpoint", "allowed_globals", "load_checkpoint", "mmdet_safe_globals",
            "refusal", "weights_only_loading"]

@@ -16,6 +16,7 @@ from typing import Callable
 from ... import distributed
 from ...datasets.coco import CocoDetection, build_loader
 from ...models.detector import build_detector, check_supported
+from ...models.registry import DETECTORS
 from ...specs.profiles import PROFILES
 from ...specs.run_config import RunConfig
 from ...store import write_config, write_env, write_result
@@ -59,11 +60,13 @@ def execute_native(
     workers = default_workers(dev, num_workers)
 
     scale = tuple(config.image_scale)
+    keep_ratio = DETECTORS[config.detector].keep_ratio
     train_set = CocoDetection(
         data.train_images, data.train_annotations, train=True, scale=scale,
         multiscale_range=tuple(config.multiscale_short) if config.multiscale else None, seed=config.seed,
+        keep_ratio=keep_ratio,
     )
-    val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale)
+    val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale, keep_ratio=keep_ratio)
     seed_everything(config.seed)  # the initial weights are part of the run's identity
     detector = build_detector(config, num_classes=len(train_set.cat_ids), pretrained=weights).to(dev)
     model = distributed.wrap(detector, dev)

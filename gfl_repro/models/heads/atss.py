@@ -43,7 +43,7 @@ class ATSSHead(DenseHead):
         return grid_anchors(sizes, self.strides, self.anchor_scale, device=outputs.cls[0].device)
 
     @torch.no_grad()
-    def assign(self, level_anchors: list[Tensor], gt: list[dict]) -> Targets:
+    def assign(self, level_anchors: list[Tensor], gt: list[dict], sizes=None) -> Targets:
         """ATSS assignment per image (every prior valid: all anchors lie on the padded batch)."""
         anchors = torch.cat(level_anchors)
         num_level = [len(a) for a in level_anchors]

@@ -48,6 +48,7 @@ class HeadSpec:
     feat_channels: int = 256
     stacked_convs: int = 4
     norm_groups: int = 32
+    level_channels: tuple[int, ...] | None = None  # per-level input widths (SSD's neck)
 
 
 @dataclass
@@ -173,7 +174,8 @@ class DenseHead(nn.Module):
     def priors(self, outputs: HeadOutputs) -> list[Tensor]:
         raise NotImplementedError
 
-    def assign(self, priors: list[Tensor], gt: list[dict]) -> Targets:
+    def assign(self, priors: list[Tensor], gt: list[dict], sizes: list[tuple[int, int]]) -> Targets:
+        """Targets of a batch from the priors of each level (of feature-map ``sizes``)."""
         raise NotImplementedError
 
     def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
@@ -202,7 +204,7 @@ class DenseHead(nn.Module):
     def loss(self, outputs: HeadOutputs, gt: list[dict]) -> dict[str, Tensor]:
         """Eq. 11 for this head's quality and box representations, named as mmdet names them."""
         C = self.num_classes
-        t = self.assign(self.priors(outputs), gt)
+        t = self.assign(self.priors(outputs), gt, [tuple(x.shape[-2:]) for x in outputs.cls])
         cls = self.flatten(outputs.cls, self.cls_channels)
         reg = self.flatten(outputs.reg, self.box.channels)
         pos = torch.nonzero((t.labels >= 0) & (t.labels < C)).squeeze(1)

@@ -39,7 +39,7 @@ class FCOSHead(DenseHead):
         return grid_points(sizes, self.strides, offset=0.5, device=outputs.cls[0].device)
 
     @torch.no_grad()
-    def assign(self, level_points: list[Tensor], gt: list[dict]) -> Targets:
+    def assign(self, level_points: list[Tensor], gt: list[dict], sizes=None) -> Targets:
         """FCOS targets per image; ``Targets.boxes`` holds the distances to the GT in stride units."""
         num_level = [len(p) for p in level_points]
         points = torch.cat(level_points)

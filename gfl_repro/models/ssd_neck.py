@@ -1,0 +1,69 @@
+"""SSD's neck (mmdetection 3.3 ``SSDNeck`` for SSD512): L2Norm on conv4_3 and five extra
+layers on fc7, giving seven levels.
+
+``L2Norm`` (Liu et al.'s ParseNet scaling): ``w · x / (‖x‖₂ over channels + 1e-10)`` with a
+learnable per-channel ``w`` initialised to 20. Each extra layer is a 1×1 conv to half its
+output width and a 3×3 stride-2 conv (padding 1), both with bias and ReLU; the last one is a
+4×4 conv with stride 1 and padding 1 (SSD512). Output widths 512, 1024, 512, 256, 256, 256,
+256, each divided by ``width`` (the smoke profile's toy VGG). Convs use Xavier uniform init.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+EXTRA_CHANNELS = (512, 256, 256, 256, 256)
+EXTRA_STRIDES = (2, 2, 2, 2, 1)
+LAST_KERNEL = 4
+
+
+class L2Norm(nn.Module):
+    def __init__(self, channels: int, scale: float = 20.0, eps: float = 1e-10) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((channels,), float(scale)))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_float = x.float()
+        norm = x_float.pow(2).sum(1, keepdim=True).sqrt() + self.eps
+        return (self.weight[None, :, None, None].float().expand_as(x_float) * x_float / norm).type_as(x)
+
+
+def _conv_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
+    """A conv with bias and ReLU, parameters named like mmcv's ConvModule (``conv.*``)."""
+    return nn.Sequential(OrderedDict(conv=nn.Conv2d(in_channels, out_channels, kernel, stride, padding),
+                                     activate=nn.ReLU(inplace=True)))
+
+
+class SSDNeck(nn.Module):
+    def __init__(self, in_channels: tuple[int, int], width: int = 1) -> None:
+        super().__init__()
+        self.l2_norm = L2Norm(in_channels[0])
+        layers = []
+        previous = in_channels[1]
+        for i, (channels, stride) in enumerate(zip(EXTRA_CHANNELS, EXTRA_STRIDES)):
+            channels //= width
+            kernel = LAST_KERNEL if i == len(EXTRA_CHANNELS) - 1 else 3
+            layers.append(nn.Sequential(_conv_relu(previous, channels // 2, 1),
+                                        _conv_relu(channels // 2, channels, kernel, stride, 1)))
+            previous = channels
+        self.extra_layers = nn.ModuleList(layers)
+        self.out_channels = (in_channels[0], in_channels[1], *(c // width for c in EXTRA_CHANNELS))
+        for module in self.extra_layers.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, feats: list[Tensor]) -> list[Tensor]:
+        outs = [self.l2_norm(feats[0]), feats[1]]
+        x = feats[1]
+        for layer in self.extra_layers:
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+
+__all__ = ["L2Norm", "SSDNeck"]

@@ -1,0 +1,73 @@
+"""VGG16 as SSD uses it (mmdetection 3.3 ``SSDVGG(depth=16, with_last_pool=False,
+ceil_mode=True, out_feature_indices=(22, 34))``).
+
+``features`` is one ``nn.Sequential`` with torchvision's / mmdet's indices: five stages of
+3×3 convs (with bias) + ReLU, 2×2 max-pools with ``ceil_mode`` between them (the last pool
+dropped), then SSD's ``MaxPool(3, 1, 1)``, ``fc6`` as a 3×3 conv with dilation 6 (index 31) and
+``fc7`` as a 1×1 conv (index 33). The outputs are conv4_3 after its ReLU (index 22, stride 8)
+and fc7 after its ReLU (index 34, stride 16). ``width`` divides every channel count (1 at
+paper scale, 8 for the smoke profile's toy VGG). Nothing is frozen and there is no norm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+STAGES = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+FC_CHANNELS = 1024
+OUT_INDICES = (22, 34)
+
+
+class SSDVGG(nn.Module):
+    def __init__(self, width: int = 1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for stage, (channels, convs) in enumerate(STAGES):
+            channels //= width
+            for _ in range(convs):
+                layers += [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+                in_channels = channels
+            if stage < len(STAGES) - 1:
+                layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
+        fc = FC_CHANNELS // width
+        layers += [nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(in_channels, fc, 3, padding=6, dilation=6),
+                   nn.ReLU(inplace=True), nn.Conv2d(fc, fc, 1), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.out_channels = (STAGES[3][0] // width, fc)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):  # mmdet's VGG init: kaiming for convs, bias 0
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in OUT_INDICES:
+                outs.append(x)
+        return outs
+
+
+def load_vgg_pretrained(vgg: SSDVGG, path: str | Path) -> list[str]:
+    """Load a local ImageNet VGG16 state dict (torchvision layout, ``features.*``; read with
+    ``weights_only=True``) into the convs it has; fc6/fc7 keep their init unless the file holds
+    SSD's convolutional fc6/fc7 (``features.31`` / ``features.33``). Returns the keys kept at init."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
+    own = vgg.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    missing = [k for k in own if k not in usable]
+    if any(not k.startswith(("features.31.", "features.33.")) for k in missing):
+        raise RuntimeError(f"pretrained weights {path} do not fit VGG16: missing {missing[:6]}")
+    vgg.load_state_dict(usable, strict=False)
+    return missing
+
+
+__all__ = ["SSDVGG", "load_vgg_pretrained"]
