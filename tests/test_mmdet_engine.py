@@ -271,12 +271,12 @@ def test_cli_run_status_collect_with_the_mmdet_engine(tmp_path, cache):
         return runner.invoke(cli, ["--experiments-dir", str(tmp_path / "exp"), "--results-dir", str(tmp_path / "res"),
                                    *args])
 
-    first = invoke("run", "tiny", "--engine", "mmdet", "--quiet")
+    first = invoke("run", "tiny", "--seeds", "1", "--engine", "mmdet", "--quiet")
     assert first.exit_code == 0, first.output
     assert "skipped: tiny / ATSS + DFL: needs the native engine" in first.output
     assert "1 run(s) to run (smoke profile (toy scale, synthetic data), mmdet engine" in first.output
     assert "AP50" in first.output
-    again = invoke("run", "tiny", "--engine", "mmdet", "--quiet")
+    again = invoke("run", "tiny", "--seeds", "1", "--engine", "mmdet", "--quiet")
     assert again.exit_code == 0 and "0 run(s) to run; skipped: done 1" in again.output
     status = invoke("status", "tiny", "--engine", "mmdet", "--format", "json")
     states = {row["row"]: row["state"] for row in json.loads(status.output)}

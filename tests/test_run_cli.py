@@ -48,12 +48,12 @@ def env(tmp_path, monkeypatch):
 
 def test_run_trains_shared_run_once_then_skips(env):
     invoke, tmp = env
-    first = invoke("run", "tiny", "--quiet")
+    first = invoke("run", "tiny", "--seeds", "1", "--quiet")
     assert first.exit_code == 0, first.output
     assert "1 run(s) to run (smoke profile" in first.output and "AP50" in first.output
     results = list((tmp / "res" / "smoke" / "runs").glob("*/result.json"))
     assert len(results) == 1 and json.loads(results[0].read_text())["toy_scale"] is True
-    second = invoke("run", "tiny", "--quiet")
+    second = invoke("run", "tiny", "--seeds", "1", "--quiet")
     assert second.exit_code == 0 and "0 run(s) to run; skipped: done 1" in second.output
     table = invoke("collect", "tiny", "--format", "csv")
     assert table.exit_code == 0 and "2/2 rows reproduced" in table.output
@@ -61,7 +61,7 @@ def test_run_trains_shared_run_once_then_skips(env):
 
 def test_run_errors_are_one_line(env, tmp_path):
     invoke, _ = env
-    bad = invoke("run", "tiny", "--profile", "paper", "--data-root", str(tmp_path / "nowhere"))
+    bad = invoke("run", "tiny", "--seeds", "1", "--profile", "paper", "--data-root", str(tmp_path / "nowhere"))
     assert bad.exit_code == 2
     assert bad.output.strip().splitlines()[-1].startswith("gfl-repro: error: COCO 2017 incomplete under")
     assert "Traceback" not in bad.output

@@ -151,7 +151,7 @@ def describe(summary: LaunchSummary, plan: Plan, profile: Profile, options: Laun
              + f" ({profile.label}, {plan.engine} engine, launcher {options.launcher})"]
     lines += [f"warning: {w}" for w in summary.warnings]
     if options.dry_run:
-        lines += [f"  would run {p.run_id}: {', '.join(p.rows)}" for p in summary.started]
+        lines += [f"  would run {p.run_id}: {p.name}" for p in summary.started]
         if options.launcher == "slurm" and options.slurm is not None:
             resources = ", ".join(f"{k}={v}" for k, v in options.slurm.submitit_parameters().items())
             lines.append(f"  slurm: one job array of {len(summary.started)}; {resources}")
