@@ -191,6 +191,8 @@ def parts_of(table: CollectedTable, width_pt: float | None = None) -> list[Part]
     parts = []
     for group in groups:
         rows = tuple(r for r in table.rows if r.row.group == group)
+        if not rows:  # a group --row left empty
+            continue
         title = group or ""
         if width_pt is None:
             parts.append(Part(title, rows, info, exp.metrics))
