@@ -128,8 +128,8 @@ def _read_json(path: Path) -> dict:
 
 
 def _profile_text(profile: Profile, seeds: int, engine: str) -> str:
-    scale = ("TOY SCALE: synthetic COCO-format data, tiny backbones, small images, CPU. These numbers show that "
-             "the pipeline works; they are not comparable with the paper's COCO numbers."
+    scale = ("TOY SCALE: these numbers show that the pipeline works; they are not comparable with the paper's "
+             "COCO numbers."
              if profile.toy_scale else "The paper's settings on COCO 2017.")
     return (f"Profile `{profile.name}` ({profile.description}); {seeds} seed(s) per row; {engine} engine. "
             f"{scale}")
