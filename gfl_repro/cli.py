@@ -292,8 +292,8 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
         return
     names = "".join(f" {shlex.quote(e)}" for e in experiments)
     follow = _repeat_options(obj, profile, engine, seeds, row_patterns)
-    click.echo(f"status:  gfl-repro {follow.format(verb='status' + names)}")
-    click.echo(f"tables:  gfl-repro {follow.format(verb='collect' + names)}")
+    click.echo(f"status:  gfl-repro {follow.replace('{verb}', 'status' + names)}")
+    click.echo(f"tables:  gfl-repro {follow.replace('{verb}', 'collect' + names)}")
 
 
 @cli.command("status")

@@ -80,20 +80,22 @@ def missing_items(tables: list[CollectedTable], figures: list[Figure], profile: 
         todo = [r for r in table.rows if r.state in (NOT_RUN, PARTIAL, UNREADABLE)]
         trained = [r for r in table.rows if r.state != REFERENCE]
         if todo and len(todo) == len([r for r in trained if r.state != NOT_IMPLEMENTED]):
-            out.append(f"{exp.id}: {len(todo)} row(s) without every seed — gfl-repro{pattern.format(verb=' run ' + exp.id)}")
+            command = "gfl-repro" + pattern.replace("{verb}", " run " + exp.id)
+            out.append(f"{exp.id}: {len(todo)} row(s) without every seed — {command}")
         else:
             for r in todo:
                 verb = f" run {exp.id} --row {shlex.quote(r.row.display)}"
                 out.append(f"{exp.id} / {r.row.display}: {r.seeds_done}/{r.seeds_asked} seeds — "
-                           f"gfl-repro{pattern.format(verb=verb)}")
+                           f"gfl-repro{pattern.replace('{verb}', verb)}")
         for r in table.rows:
             if r.state == NOT_IMPLEMENTED:
                 out.append(f"{exp.id} / {r.row.display}: not implemented ({r.reason}); no command fills it yet")
     for fig in figures:
         if not fig.exists:
-            plot = f"gfl-repro{pattern.format(verb=' plot ' + fig.experiment.id)}"
+            plot = f"gfl-repro{pattern.replace('{verb}', ' plot ' + fig.experiment.id)}"
             needs_runs = bool(fig.experiment.runs(profile, engine)) or bool(fig.experiment.uses)
-            run = f"gfl-repro{pattern.format(verb=' run ' + ' '.join(fig.experiment.uses or (fig.experiment.id,)))} && "
+            needed = " ".join(fig.experiment.uses or (fig.experiment.id,))
+            run = "gfl-repro" + pattern.replace("{verb}", " run " + needed) + " && "
             out.append(f"{fig.experiment.id} {fig.artifact}: no {fig.png.name} — {run if needs_runs else ''}{plot}")
     return out
 

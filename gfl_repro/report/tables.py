@@ -270,7 +270,8 @@ def _md_part(table: CollectedTable, part: Part, marks: Marks) -> list[str]:
         if r.state == REFERENCE:
             continue
         if r.seeds_done == 0:
-            ours = ours[:1 + len(part.info_columns)] + [f"*{_state_text(r)}*"] + [""] * (len(header) - 2 - len(part.info_columns))
+            lead = 1 + len(part.info_columns)
+            ours = ours[:lead] + [f"*{_state_text(r)}*"] + [""] * (len(header) - lead - 1)
         lines.append("| " + " | ".join(_md_escape(c) for c in ours) + " |")
     return lines
 
@@ -285,7 +286,8 @@ def tolerance_lines(table: CollectedTable) -> list[str]:
         return []
     out = []
     for r in table.rows:
-        ok = within_tolerance(r.values.get("AP", []), r.row.paper.get("AP")) if "AP" in table.experiment.metrics else None
+        has_ap = "AP" in table.experiment.metrics
+        ok = within_tolerance(r.values.get("AP", []), r.row.paper.get("AP")) if has_ap else None
         if r.state != REFERENCE and ok is not None:
             out.append(f"{'within' if ok else 'outside'}: {r.row.display} (ours {r.mean('AP'):.1f}, paper "
                        f"{r.row.paper['AP']:.1f})")
@@ -315,7 +317,8 @@ def to_markdown(table: CollectedTable, heading: str = "###") -> str:
 _LATEX_SYMBOLS = {
     "Δ": r"$\Delta$", "β": r"$\beta$", "✓": r"$\checkmark$", "✗": r"$\times$", "–": "--", "−": "$-$", "±": r"$\pm$",
     "≤": r"$\leq$", "·": r"$\cdot$", "√": r"$\surd$", "²": r"$^2$", "Σ": r"$\Sigma$", "↳": "", "†": r"$^\dagger$",
-    "‡": r"$^\ddagger$", ">": "$>$", "<": "$<$", "|": "$|$", "§": r"\S{}", "¶": r"\P{}", "*": r"$^*$", "…": r"\dots{}", "—": "---", "’": "'",
+    "‡": r"$^\ddagger$", ">": "$>$", "<": "$<$", "|": "$|$", "§": r"\S{}", "¶": r"\P{}", "*": r"$^*$",
+    "…": r"\dots{}", "—": "---", "’": "'",
 }
 _LATEX_METRICS = {"AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$", "APl": "AP$_L$",
                   "y_n": r"$y_n$"}
