@@ -147,7 +147,7 @@ def test_local_launcher_cap_state_and_idempotence(tmp_path):
 
     wait_for(all_done, timeout=240, every=0.2)
     assert max(seen_running) == 1, "the cap of 1 was exceeded"
-    status = gfl("status", "tiny", "--format", "json", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", "--format", "json", env=env)
     rows = json.loads(status.stdout)
     assert [r["state"] for r in rows] == ["done", "done"] and all(r["AP"] is not None for r in rows)
     again = gfl("run", "tiny", "--seeds", "1", "--launcher", "local", env=env)
@@ -159,7 +159,7 @@ def test_local_failure_shows_in_status_and_retry_resubmits(tmp_path):
     env["GFL_REPRO_CACHE"] = "/proc/forbidden-cache"  # the job cannot create its dataset
     gfl("run", "tiny", "--seeds", "1", "--launcher", "local", env=env)
     wait_for(lambda: list(job_states(tmp_path).values()) == ["failed", "failed"], timeout=120)
-    status = gfl("status", "tiny", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", env=env)
     assert status.stdout.count("failed") == 2 and "Error" in status.stdout
     skip = gfl("run", "tiny", "--seeds", "1", "--launcher", "local", "--dry-run", env=env)
     assert "0 run(s) to submit; skipped: failed 2" in skip.stdout

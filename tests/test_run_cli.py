@@ -55,7 +55,7 @@ def test_run_trains_shared_run_once_then_skips(env):
     assert len(results) == 1 and json.loads(results[0].read_text())["toy_scale"] is True
     second = invoke("run", "tiny", "--seeds", "1", "--quiet")
     assert second.exit_code == 0 and "0 run(s) to run; skipped: done 1" in second.output
-    table = invoke("collect", "tiny", "--format", "csv")
+    table = invoke("collect", "tiny", "--seeds", "1", "--format", "csv")
     assert table.exit_code == 0 and "2/2 rows reproduced" in table.output
 
 

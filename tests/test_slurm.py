@@ -54,7 +54,7 @@ def test_slurm_runs_complete_and_are_not_submitted_twice(cluster, tmp_path):
         job = json.loads((d / "job.json").read_text())
         assert job["launcher"] == "slurm" and job["job_id"]
         assert (d / "job.out").exists()  # the Slurm log, linked into the run directory
-    status = gfl("status", "tiny", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", env=env)
     assert status.stdout.count(" done ") == 2
     again = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", env=env)
     assert "0 run(s) to submit; skipped: done 2" in again.stdout and "as Slurm job" not in again.stdout
@@ -70,9 +70,9 @@ def test_slurm_runs_the_mmdet_engine(cluster, tmp_path):
     for d in run_dirs(tmp_path):
         assert json.loads((d / "result.json").read_text())["engine"] == "mmdet"
         assert (d / "mmdet" / "last_checkpoint").exists()
-    status = gfl("status", "tiny", "--engine", "mmdet", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", "--engine", "mmdet", env=env)
     assert status.stdout.count(" done ") == 2
-    assert gfl("status", "tiny", env=env).stdout.count(" missing ") == 2  # the native runs are other runs
+    assert gfl("status", "tiny", "--seeds", "1", env=env).stdout.count(" missing ") == 2  # the native runs are other runs
 
 
 def test_preempted_run_requeues_and_resumes(cluster, tmp_path):
@@ -112,7 +112,7 @@ def test_failed_run_shows_its_error(cluster, tmp_path):
     out = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", env=env)
     assert out.returncode == 0, out.stderr
     wait_for(lambda: list(job_states(tmp_path).values()) == ["failed", "failed"], timeout=300, every=1)
-    status = gfl("status", "tiny", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", env=env)
     assert status.stdout.count("failed") == 2 and "forbidden-cache" in status.stdout
     wait_queue_empty()
 
