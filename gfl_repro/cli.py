@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -25,13 +26,14 @@ from .engines.mmdet.convert import CheckpointImportError
 from .engines.mmdet.safe_load import UnsafeCheckpoint
 from .engines.native.checkpoints import CheckpointError
 from .launch.errors import LaunchError
-from .report.collect import FORMATS, collect_table, render
+from .report.tables import FORMATS
 from .report.overview import describe_experiment, format_description, list_experiments
-from .specs.catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
+from .specs.catalogue import (NoMatchingRow, UnknownName, default_experiments_dir, default_results_dir,
+                              get_experiment, select, select_rows)
 from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile
 from .specs.run_config import ENGINES
 from .specs.spec import SpecError
-from .store import atomic_write_text, tables_dir
+from .store import tables_dir
 
 USAGE_EXIT = 2
 FAILURE_EXIT = 1
@@ -116,7 +118,7 @@ def _guard(fn, *args, **kwargs):
     every other library error into one line too)."""
     try:
         return fn(*args, **kwargs)
-    except (UnknownName, SpecError) as err:
+    except (UnknownName, NoMatchingRow, SpecError) as err:
         raise UserError(str(err)) from None
 
 
@@ -130,8 +132,43 @@ engine_option = click.option(
 )
 
 
+seeds_option = click.option(
+    "--seeds", type=click.IntRange(min=1), default=None,
+    help="Seeds 0..N-1 of every row (default: the profile's: smoke 3, paper 1).",
+)
+row_option = click.option(
+    "--row", "row_patterns", multiple=True,
+    help='Only rows whose "group / label" contains PATTERN (case-insensitive; repeatable).',
+)
+
+
 def _engine(name: str) -> str:
     return _choice("engine", name, ENGINES)
+
+
+def _seeds(profile: Profile, seeds: int | None) -> int:
+    return seeds if seeds is not None else profile.default_seeds
+
+
+def _chosen(obj: dict, experiments: tuple[str, ...], row_patterns: tuple[str, ...]):
+    """The named experiments (all when none), reduced to the rows ``--row`` selects."""
+    chosen = _guard(select, experiments, obj["experiments"])
+    return _guard(select_rows, chosen, row_patterns)
+
+
+def _repeat_options(obj: dict, profile: Profile, engine: str, seeds: int | None,
+                    row_patterns: tuple[str, ...]) -> str:
+    """The options of this invocation that a follow-up command needs, as shell words."""
+    words = list(obj.get("global_flags", []))
+    words.append(None)  # the verb goes here
+    words += ["--profile", profile.name]
+    if engine != "native":
+        words += ["--engine", engine]
+    if seeds is not None:
+        words += ["--seeds", str(seeds)]
+    for pattern in row_patterns:
+        words += ["--row", pattern]
+    return " ".join("{verb}" if w is None else shlex.quote(w) for w in words)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -154,27 +191,31 @@ def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | No
     results = results_dir or default_results_dir()
     if results.exists() and not results.is_dir():
         raise UserError(f"results directory {results} is a file, not a directory")
+    given = [("--experiments-dir", experiments_dir), ("--results-dir", results_dir)]
     ctx.obj = {
         "experiments": experiments_dir or default_experiments_dir(),
         "results": results,
+        "global_flags": [word for flag, value in given if value is not None for word in (flag, str(value))],
     }
 
 
 @cli.command("list")
 @profile_option
 @engine_option
+@seeds_option
 @click.pass_obj
-def list_command(obj: dict, profile_name: str, engine: str) -> None:
-    """Every paper artifact with its rows and how many of its runs are done."""
+def list_command(obj: dict, profile_name: str, engine: str, seeds: int | None) -> None:
+    """Every paper artifact with its rows and how many of its runs (rows x seeds) are done."""
     profile = _profile(profile_name)
     engine = _engine(engine)
-    summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"], engine)
+    seeds = _seeds(profile, seeds)
+    summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"], engine, seeds)
     click.echo(f"{'experiment':<10}  {'paper':<16}  {'rows':>4}  {'runs done':>9}  title")
     for s in summaries:
         runs = f"{s['runs_done']}/{s['runs_total']}"
         click.echo(f"{s['id']:<10}  {s['paper_ref']:<16}  {s['rows']:>4}  {runs:>9}  {s['title']}")
     scale = " (toy scale)" if profile.toy_scale else ""
-    click.echo(f"\nprofile: {profile.name}{scale} — {profile.description}"
+    click.echo(f"\nprofile: {profile.name}{scale} — {profile.description}; runs counted at {seeds} seed(s)"
                + (f"\nengine: {engine}" if engine != "native" else ""))
 
 
@@ -183,14 +224,18 @@ def list_command(obj: dict, profile_name: str, engine: str) -> None:
 @profile_option
 @engine_option
 @click.option("--format", "fmt", default="text", show_default=True, help="text or json.")
+@seeds_option
+@row_option
 @click.pass_obj
-def show_command(obj: dict, experiment: str, profile_name: str, engine: str, fmt: str) -> None:
-    """Rows, overrides, paper numbers, run ids and state of one experiment."""
+def show_command(obj: dict, experiment: str, profile_name: str, engine: str, fmt: str, seeds: int | None,
+                 row_patterns: tuple[str, ...]) -> None:
+    """Rows, overrides, paper numbers, claims, run ids and state of one experiment."""
     profile = _profile(profile_name)
     engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     exp = _guard(get_experiment, experiment, obj["experiments"])
-    desc = _guard(describe_experiment, exp, profile, obj["results"], engine)
+    [exp] = _guard(select_rows, [exp], row_patterns)
+    desc = _guard(describe_experiment, exp, profile, obj["results"], engine, _seeds(profile, seeds))
     if fmt == "json":
         click.echo(json.dumps(desc, indent=2, ensure_ascii=False))
     else:
@@ -205,33 +250,35 @@ def show_command(obj: dict, experiment: str, profile_name: str, engine: str, fmt
     "--out", type=click.Path(path_type=Path), default=None, help="Output directory (default: results/<profile>/tables/)."
 )
 @engine_option
+@seeds_option
+@row_option
 @click.pass_obj
 def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, fmt: str, out: Path | None,
-                    engine: str) -> None:
-    """Paper vs reproduced tables (all tables when no EXPERIMENT is named)."""
+                    engine: str, seeds: int | None, row_patterns: tuple[str, ...]) -> None:
+    """Paper vs reproduced tables, with the paper's claims checked (all tables when no EXPERIMENT is named)."""
+    from .report.claims import RULE
+    from .report.tables import verdict_lines, write_tables
+
     profile = _profile(profile_name)
     engine = _engine(engine)
     fmt = _format(fmt, FORMATS)
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory")
-    chosen = _guard(select, experiments, obj["experiments"])
-    figures = [e.id for e in chosen if e.kind != "table"]
+    named = _guard(select, experiments, obj["experiments"])
+    figures = [e.id for e in named if e.kind != "table"]
     if experiments and figures:
         raise UserError(f"{', '.join(figures)} is a figure, not a table; use `gfl-repro plot {figures[0]}`")
+    chosen = _guard(select_rows, [e for e in named if e.kind == "table"], row_patterns)
     out_dir = out or tables_dir(obj["results"], profile.name)
-    for exp in chosen:
-        if exp.kind != "table":
-            continue
-        table = _guard(collect_table, exp, profile, obj["results"], engine)
-        text, ext = render(table, fmt)
-        path = out_dir / (f"{exp.id}.{ext}" if engine == "native" else f"{exp.id}.{engine}.{ext}")
-        atomic_write_text(path, text)
-        states = table.frame.xs("run", axis=1, level=-2).to_numpy().ravel()
-        done = int((states == "done").sum())
-        runs = int((states != "reference").sum())
-        click.echo(f"{exp.id}: {done}/{runs} rows reproduced -> {path}")
-        for problem in table.problems:
+    written = _guard(write_tables, chosen, profile, obj["results"], out_dir, fmt, engine, _seeds(profile, seeds))
+    for item in written:
+        click.echo(item.summary)
+        for line in verdict_lines(item.verdicts):
+            click.echo(f"  {line}")
+        for problem in item.table.problems:
             click.echo(f"  warning: {problem}", err=True)
+    if any(item.verdicts for item in written):
+        click.echo(f"claims rule: {RULE}")
 
 
 @cli.command("run")
@@ -257,10 +304,13 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
 @click.option("--constraint", default=None)
 @click.option("--sbatch", "extra", multiple=True, help="Extra sbatch flag, e.g. --sbatch=--exclusive (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@seeds_option
+@row_option
 @click.pass_obj
 def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, launcher: str, dry_run: bool,
                 retry: bool, data_root: Path | None, device: str | None, max_parallel: int | None,
-                launcher_config: Path | None, quiet: bool, **slurm_flags) -> None:
+                launcher_config: Path | None, quiet: bool, seeds: int | None, row_patterns: tuple[str, ...],
+                **slurm_flags) -> None:
     """Train and evaluate the runs of EXPERIMENTS: done, pending and running runs are skipped."""
     from .engines.environment import parse_device
     from .launch.plan import plan_runs
@@ -281,8 +331,8 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
         if launcher != "inline":
             raise UserError(f"--device is the inline launcher's option; {launcher} jobs use the GPUs they are given")
         parse_device(device)
-    chosen = _guard(select, experiments, obj["experiments"])
-    plan = _guard(plan_runs, chosen, profile, engine)
+    chosen = _chosen(obj, experiments, row_patterns)
+    plan = _guard(plan_runs, chosen, profile, engine, _seeds(profile, seeds))
     for item in plan.unsupported:
         click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
     options = LaunchOptions(
@@ -292,9 +342,10 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
     run(plan, profile, obj["results"], options, echo=click.echo)
     if dry_run:
         return
-    flags = f"--profile {profile.name}" + (f" --engine {engine}" if engine != "native" else "")
-    click.echo(f"status:  gfl-repro status {' '.join(experiments)} {flags}")
-    click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} {flags}")
+    names = "".join(f" {shlex.quote(e)}" for e in experiments)
+    follow = _repeat_options(obj, profile, engine, seeds, row_patterns)
+    click.echo(f"status:  gfl-repro {follow.replace('{verb}', 'status' + names)}")
+    click.echo(f"tables:  gfl-repro {follow.replace('{verb}', 'collect' + names)}")
 
 
 @cli.command("status")
@@ -302,20 +353,59 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
 @profile_option
 @engine_option
 @click.option("--format", "fmt", default="text", show_default=True, help="text or json.")
+@seeds_option
+@row_option
 @click.pass_obj
-def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, fmt: str) -> None:
-    """State of every run (missing / pending / running / done / failed), progress, AP, last error."""
+def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engine: str, fmt: str,
+                   seeds: int | None, row_patterns: tuple[str, ...]) -> None:
+    """State of every run (row x seed: missing / pending / running / done / failed), progress, AP, last error."""
     from .report.status import format_status, status_rows
 
     profile = _profile(profile_name)
     engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
-    chosen = _guard(select, experiments, obj["experiments"])
-    rows = _guard(status_rows, chosen, profile, obj["results"], engine=engine)
+    chosen = _chosen(obj, experiments, row_patterns)
+    rows = _guard(status_rows, chosen, profile, obj["results"], engine=engine, seeds=_seeds(profile, seeds))
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
         click.echo(format_status(rows))
+
+
+@cli.command("report")
+@profile_option
+@engine_option
+@seeds_option
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: results/<profile>/report/).")
+@click.option("--figures-dir", type=click.Path(path_type=Path), default=None,
+              help="Where `gfl-repro plot` wrote the figures (default: $GFL_REPRO_FIGURES or the checkout's figures/).")
+@click.pass_obj
+def report_command(obj: dict, profile_name: str, engine: str, seeds: int | None, out: Path | None,
+                   figures_dir: Path | None) -> None:
+    """One document (PDF via pdflatex, and Markdown): every table, figure, claim and verdict, what is missing."""
+    from .report.document import ReportError, build_report
+    from .specs.catalogue import default_figures_dir
+    from .store import profile_dir
+
+    profile = _profile(profile_name)
+    engine = _engine(engine)
+    out_dir = out or profile_dir(obj["results"], profile.name) / "report"
+    global_flags = " ".join(shlex.quote(w) for w in obj.get("global_flags", []))
+    try:
+        report = _guard(build_report, profile, obj["results"], out_dir, figures_dir or default_figures_dir(),
+                        obj["experiments"], engine, _seeds(profile, seeds), global_flags)
+    except ReportError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"markdown: {report.markdown}")
+    click.echo(f"latex:    {report.latex}")
+    if report.pdf is None:
+        click.echo("pdf:      not built: pdflatex is not installed (scripts/setup.sh installs it)")
+    else:
+        click.echo(f"pdf:      {report.pdf}")
+    drawn = sum(f.exists for f in report.figures)
+    click.echo(f"{len(report.tables)} tables, {drawn}/{len(report.figures)} figures, {len(report.missing)} missing item(s)"
+               + (" (listed in the report)" if report.missing else ""))
 
 
 def _require_mmdet() -> None:

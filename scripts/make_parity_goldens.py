@@ -35,6 +35,11 @@ def main() -> None:
             x = cases.head_inputs(seed)
             state = cases._head_state(kind, seed)
             out[f"head_{kind}/{seed}"] = {"inputs": x, "state": state, "mmdet": cases.head_loss_mmdet(kind, x, state)}
+    for kind in cases.T1B_KINDS:
+        for seed in cases.SEEDS:
+            x = cases.t1b_inputs(kind, seed)
+            state = cases.t1b_state(kind, seed)
+            out[f"t1b_{kind}/{seed}"] = {"inputs": x, "state": state, "mmdet": cases.t1b_mmdet(kind, x, state)}
     for seed in cases.SEEDS[:1]:  # one detector case keeps the file small (its weights are stored)
         x = cases.model_inputs(seed)
         state = cases.model_state_mmdet(seed)

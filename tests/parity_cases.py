@@ -347,3 +347,147 @@ def _flatten_detections(dets: list[dict]) -> dict:
         for k in ("boxes", "scores", "labels"):
             out[f"{k}{b}"] = d[k].detach()
     return out
+
+
+# ------------------------------------------------------------------------------ Table 1b heads
+# RetinaNet, FoveaBox and SSD512 heads: every loss term (head_inputs / ssd_inputs, two images of
+# their own padded sizes, one without GTs when the seed is 0) and the post-processed detections
+# of the same weights (class biases near 0 so that many boxes pass the score threshold).
+
+T1B_KINDS = ("retinanet", "foveabox", "ssd512")
+SSD_CHANNELS = (16, 32, 16, 8, 8, 8, 8)
+SSD_SIZES = (64, 32, 16, 8, 4, 2, 1)  # SSD512's levels for a 512 x 512 input
+TEST_CFGS = {  # mmdet's test_cfg of each stock config
+    "retinanet": dict(nms_pre=1000, min_bbox_size=0, score_thr=0.05, nms=0.5, max_per_img=100),
+    "foveabox": dict(nms_pre=1000, min_bbox_size=None, score_thr=0.05, nms=0.5, max_per_img=100),
+    "ssd512": dict(nms_pre=1000, min_bbox_size=0, score_thr=0.02, nms=0.45, max_per_img=200),
+}
+
+
+def t1b_inputs(kind: str, seed: int) -> dict:
+    if kind != "ssd512":
+        x = head_inputs(seed)
+        x["pad_shapes"] = torch.tensor([[-(-h // 32) * 32, -(-w // 32) * 32] for h, w in x["img_shapes"].tolist()])
+        return x
+    g = _gen(seed + 200)
+    out = {"img_shapes": torch.tensor([[512, 512]] * 2), "batch_shape": torch.tensor([512, 512]),
+           "pad_shapes": torch.tensor([[512, 512]] * 2)}
+    for i, (c, s) in enumerate(zip(SSD_CHANNELS, SSD_SIZES)):
+        out[f"feat{i}"] = torch.randn(2, c, s, s, generator=g)
+    for b in range(2):
+        n = 0 if (seed == 0 and b == 1) else int(torch.randint(1, 8, (1,), generator=g))
+        out[f"gt_boxes{b}"] = random_boxes(n, 512, 512, g, min_size=16.0)
+        out[f"gt_labels{b}"] = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+        out[f"crowd{b}"] = random_boxes(1, 512, 512, g)
+    return out
+
+
+def _t1b_native_head(kind: str):
+    from gfl_repro.models.detector import build_head
+    from gfl_repro.models.heads.base import HeadSpec
+    from gfl_repro.specs.recipes import RECIPES
+    from gfl_repro.specs.run_config import RunConfig
+
+    spec = HeadSpec(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, feat_channels=HEAD_CHANNELS,
+                    level_channels=SSD_CHANNELS if kind == "ssd512" else None)
+    return build_head(RunConfig(**RECIPES[kind]), spec)
+
+
+def t1b_state(kind: str, seed: int) -> dict:
+    """Native head weights, randomised so that every term is non-trivial; class biases near 0."""
+    head = _t1b_native_head(kind)
+    g = _gen(seed + 70)
+    with torch.no_grad():
+        for name, p in head.named_parameters():
+            scale = (0.02 if p.dim() > 1 else 0.1) if name.startswith(("cls_out", "reg_out")) else (
+                0.05 if p.dim() > 1 else 0.02)
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return head.state_dict()
+
+
+def _t1b_feats(kind: str, x: dict) -> list:
+    return [x[f"feat{i}"] for i in range(len(SSD_SIZES) if kind == "ssd512" else len(STRIDES))]
+
+
+def t1b_native(kind: str, x: dict, state: dict) -> dict:
+    """Loss terms and detections of the native head."""
+    from gfl_repro.models.postprocess import PostprocessConfig
+
+    head = _t1b_native_head(kind)
+    head.load_state_dict(state)
+    targets = [{**t, "pad_shape": tuple(p)} for t, p in zip(_targets(x), x["pad_shapes"].tolist())]
+    out = {k: v.detach() for k, v in head.loss(head(_t1b_feats(kind, x)), targets).items()}
+    c = TEST_CFGS[kind]
+    cfg = PostprocessConfig(nms_pre=c["nms_pre"], score_thr=c["score_thr"], nms_iou=c["nms"],
+                            max_per_img=c["max_per_img"], min_bbox_size=c["min_bbox_size"])
+    metas = [{"img_shape": tuple(s), "scale_factor": (1.0, 1.0)} for s in x["img_shapes"].tolist()]
+    with torch.no_grad():
+        dets = head.predict(head(_t1b_feats(kind, x)), metas, cfg)
+    return {**out, **_flatten_detections(dets)}
+
+
+def _t1b_mmdet_head(kind: str, state: dict):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+
+    from gfl_repro.engines.mmdet.convert import export_state_dict
+
+    register_all_modules()
+    c = TEST_CFGS[kind]
+    test_cfg = ConfigDict(nms_pre=c["nms_pre"], score_thr=c["score_thr"], nms=dict(type="nms", iou_threshold=c["nms"]),
+                          max_per_img=c["max_per_img"], **({} if c["min_bbox_size"] is None else {"min_bbox_size": 0}))
+    common = dict(num_classes=NUM_CLASSES, in_channels=HEAD_CHANNELS, stacked_convs=4, feat_channels=HEAD_CHANNELS,
+                  test_cfg=test_cfg)
+    if kind == "retinanet":
+        cfg = dict(type="RetinaHead", **common,
+                   anchor_generator=dict(type="AnchorGenerator", octave_base_scale=4, scales_per_octave=3,
+                                         ratios=[0.5, 1.0, 2.0], strides=list(STRIDES)),
+                   bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
+                   loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
+                   loss_bbox=dict(type="L1Loss", loss_weight=1.0),
+                   train_cfg=ConfigDict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.4,
+                                                      min_pos_iou=0, ignore_iof_thr=-1),
+                                        sampler=dict(type="PseudoSampler"), allowed_border=-1, pos_weight=-1,
+                                        debug=False))
+    elif kind == "foveabox":
+        cfg = dict(type="FoveaHead", **common, strides=list(STRIDES), base_edge_list=[16, 32, 64, 128, 256],
+                   scale_ranges=((1, 64), (32, 128), (64, 256), (128, 512), (256, 2048)), sigma=0.4,
+                   with_deform=False,
+                   loss_cls=dict(type="FocalLoss", use_sigmoid=True, gamma=1.5, alpha=0.4, loss_weight=1.0),
+                   loss_bbox=dict(type="SmoothL1Loss", beta=0.11, loss_weight=1.0), train_cfg=ConfigDict())
+    else:
+        cfg = dict(type="SSDHead", num_classes=NUM_CLASSES, in_channels=SSD_CHANNELS, test_cfg=test_cfg,
+                   anchor_generator=dict(type="SSDAnchorGenerator", scale_major=False, input_size=512,
+                                         basesize_ratio_range=(0.1, 0.9), strides=[8, 16, 32, 64, 128, 256, 512],
+                                         ratios=[[2], [2, 3], [2, 3], [2, 3], [2, 3], [2], [2]]),
+                   bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[0.1, 0.1, 0.2, 0.2]),
+                   train_cfg=ConfigDict(assigner=dict(type="MaxIoUAssigner", pos_iou_thr=0.5, neg_iou_thr=0.5,
+                                                      min_pos_iou=0.0, ignore_iof_thr=-1, gt_max_assign_all=False),
+                                        sampler=dict(type="PseudoSampler"), smoothl1_beta=1.0, allowed_border=-1,
+                                        pos_weight=-1, neg_pos_ratio=3, debug=False))
+    head = MODELS.build(cfg)
+    if not hasattr(head, "loss_cls"):
+        head.loss_cls = None  # mmdet 3.3's SSDHead lacks it, which its predict path reads (mmdetection#11780)
+    exported = export_state_dict({f"head.{k}": v for k, v in state.items()}, head_type=kind)
+    head.load_state_dict({k[len("bbox_head."):]: v for k, v in exported.items()}, strict=True)
+    return head
+
+
+def t1b_mmdet(kind: str, x: dict, state: dict) -> dict:
+    from mmengine.structures import InstanceData
+
+    head = _t1b_mmdet_head(kind, state)
+    batch_h, batch_w = x["batch_shape"].tolist()
+    metas = [dict(img_shape=tuple(s), pad_shape=tuple(p), batch_input_shape=(batch_h, batch_w), scale_factor=(1.0, 1.0))
+             for s, p in zip(x["img_shapes"].tolist(), x["pad_shapes"].tolist())]
+    gts = [InstanceData(bboxes=x[f"gt_boxes{b}"], labels=x[f"gt_labels{b}"]) for b in range(2)]
+    ignores = [InstanceData(bboxes=x[f"crowd{b}"]) for b in range(2)]
+    cls_scores, bbox_preds = head(_t1b_feats(kind, x))
+    raw = head.loss_by_feat(cls_scores, bbox_preds, gts, metas, ignores)
+    out = {k: (sum(v) if isinstance(v, (list, tuple)) else v).detach().reshape(()) for k, v in raw.items()}
+    with torch.no_grad():
+        cls_scores, bbox_preds = head(_t1b_feats(kind, x))
+        results = head.predict_by_feat(cls_scores, bbox_preds, batch_img_metas=metas, rescale=True)
+    dets = [{"boxes": r.bboxes, "scores": r.scores, "labels": r.labels} for r in results]
+    return {**out, **_flatten_detections(dets)}

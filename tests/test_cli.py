@@ -34,16 +34,19 @@ def test_list_shows_all_13_artifacts(run_cli):
     for name in ["table1a", "table1b", "table1c", "table2a", "table2b", "table2c", "table3", "table4",
                  "fig2", "fig3", "fig5", "fig7", "fig9"]:
         assert any(line.startswith(name + " ") for line in lines), name
-    assert any(line.startswith("table4") and " 36 " in line and "0/5" in line for line in lines)
-    assert "toy scale" in result.output
+    assert any(line.startswith("table4") and " 36 " in line and "0/15" in line for line in lines)  # 5 rows x 3 seeds
+    assert "toy scale" in result.output and "runs counted at 3 seed(s)" in result.output
+    one_seed = run_cli("list", "--seeds", "1").output.splitlines()
+    assert any(line.startswith("table4") and "0/5" in line for line in one_seed)
 
 
 def test_list_counts_done_runs(run_cli, tmp_path, catalogue, smoke):
     exp = catalogue["table3"]
     finish_run(tmp_path / "results", smoke, exp, exp.row("ATSS + QFL + DFL"))
+    finish_run(tmp_path / "results", smoke, exp, exp.row("ATSS + QFL + DFL"), seed=1)
     out = run_cli("list").output.splitlines()
-    assert any(line.startswith("table3") and "1/4" in line for line in out)
-    assert any(line.startswith("table2b") and "1/4" in line for line in out)  # the shared GFL run
+    assert any(line.startswith("table3") and "2/12" in line for line in out)
+    assert any(line.startswith("table2b") and "2/12" in line for line in out)  # the shared GFL runs
 
 
 def test_show_json_holds_every_table4_number(run_cli):
@@ -59,8 +62,13 @@ def test_show_json_holds_every_table4_number(run_cli):
             assert row["paper"][m] == want[m], (key, m)
         assert row["info"]["Epoch"] == str(want["epochs"])
     gfl = [r for r in desc["rows"] if r["label"] == "GFL (ours)"]
-    assert all(r["state"] == "missing" and len(r["run_id"]) == 12 for r in gfl)
-    assert all("run_id" not in r for r in desc["rows"] if r["reference"])
+    assert all(r["state"] == "missing" and len(r["run_id"]) == 12 and r["train"] for r in gfl)
+    assert [r["name"] for r in gfl] == ["GFL (ours) R-50", "GFL (ours) R-101", "GFL (ours) X-101-32x4d",
+                                         "GFL (ours) R-101-DCN", "GFL (ours) X-101-32x4d-DCN"]
+    assert all(len(r["seeds"]) == 3 for r in gfl) and gfl[0]["seeds"][0]["run_id"] == gfl[0]["run_id"]
+    refs = [r for r in desc["rows"] if r["reference"]]
+    assert len(refs) == 31
+    assert all("run_id" not in r and r["train"] is False and r["state"] == "reference, not trained" for r in refs)
 
 
 def test_show_text(run_cli):
@@ -73,7 +81,9 @@ def test_collect_latex_for_table2b(run_cli, tmp_path):
     result = run_cli("collect", "table2b", "--format", "latex")
     assert result.exit_code == 0, result.output
     tex = (tmp_path / "results" / "smoke" / "tables" / "table2b.tex").read_text()
-    assert "40.1" in tex and "58.6" in tex and "missing" in tex and r"\toprule" in tex
+    assert "40.1" in tex and "58.6" in tex and "not run" in tex and r"\toprule" in tex
+    assert "table2b: 0/4 rows reproduced (0/12 runs, 3 seeds)" in result.output
+    assert "not tested: AP flat within 0.2" in result.output and "claims rule: d = difference" in result.output
 
 
 def test_collect_all_tables_to_out_dir(run_cli, tmp_path):
@@ -124,3 +134,82 @@ def test_installed_console_script(tmp_path):
                          cwd=tmp_path, timeout=120)
     assert col.returncode == 0 and (tmp_path / "smoke" / "tables" / "table2b.tex").exists()
     assert REPO.joinpath("experiments", "table2b.toml").exists()
+
+
+def test_row_selection_on_show_status_and_collect(run_cli, tmp_path, catalogue, smoke):
+    exp = catalogue["table1a"]
+    finish_run(tmp_path / "results", smoke, exp, exp.row("IoU-branch", "ATSS"), ap=0.31)
+    show = run_cli("show", "table1a", "--row", "atss / iou-branch", "--seeds", "1", "--format", "json")
+    assert show.exit_code == 0, show.output
+    assert [r["name"] for r in json.loads(show.output)["rows"]] == ["ATSS / IoU-branch"]
+    status = run_cli("status", "table1a", "--row", "IoU-branch", "--seeds", "2")
+    lines = [line for line in status.output.splitlines() if line.startswith("table1a")]
+    assert status.exit_code == 0 and len(lines) == 2 * 2 + 2  # 2 rows x 2 seeds, then one summary line per row
+    assert any("ATSS / IoU-branch" in line and "1/2" in line and "31.0" in line for line in lines)
+    collect = run_cli("collect", "table1a", "--row", "ATSS / IoU-branch", "--seeds", "1", "--out", str(tmp_path / "t"))
+    assert collect.exit_code == 0 and "table1a: 1/1 rows reproduced (1/1 runs)" in collect.output
+    md = (tmp_path / "t" / "table1a.md").read_text()
+    assert "IoU-branch" in md and "centerness" not in md and "FCOS" not in md
+
+
+def test_unknown_row_is_one_line_with_close_names(run_cli):
+    result = run_cli("collect", "table1a", "--row", "ATSS / IoU-brnch")
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith("gfl-repro: error: no row matches --row 'ATSS / IoU-brnch'; close: 'ATSS / IoU-branch'")
+
+
+def test_run_hints_repeat_the_options_used(tmp_path, catalogue, smoke):
+    exp = catalogue["table3"]
+    results = tmp_path / "my results"
+    for name in ("ATSS + QFL", "ATSS + QFL + DFL"):  # the rows --row 'ATSS + QFL' selects, both seeds done
+        for seed in range(2):
+            finish_run(results, smoke, exp, exp.row(name), seed=seed)
+    result = CliRunner().invoke(cli, ["--results-dir", str(results), "run", "table3", "--row", "ATSS + QFL",
+                                      "--seeds", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "0 run(s) to run; skipped: done 4" in result.output
+    want = f"--results-dir '{results}' {{verb}} table3 --profile smoke --seeds 2 --row 'ATSS + QFL'"
+    assert f"status:  gfl-repro {want.format(verb='status')}" in result.output
+    assert f"tables:  gfl-repro {want.format(verb='collect')}" in result.output
+
+
+def test_report_writes_markdown_latex_and_pdf(tmp_path, catalogue, smoke):
+    exp = catalogue["table3"]
+    results = tmp_path / "results"
+    for name in ("ATSS", "ATSS + QFL"):
+        for seed in range(3):
+            finish_run(results, smoke, exp, exp.row(name), ap=0.30 + 0.01 * seed, fps=9.0, seed=seed,
+                       device="Test CPU")
+    figures = tmp_path / "figures"
+    (figures / "smoke").mkdir(parents=True)
+    _write_png(figures / "smoke" / "fig5_qfl_curves.png")
+    result = CliRunner().invoke(cli, ["--results-dir", str(results), "report", "--out", str(tmp_path / "rep"),
+                                      "--figures-dir", str(figures)])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "TOY SCALE" in md and "## Tables" in md and md.count("### Table") == 8
+    assert "![" in md and "../figures/smoke/fig5_qfl_curves.png" in md
+    assert "device Test CPU (6 runs)" in md
+    assert "gfl-repro --results-dir" in md and "run table3 --row 'ATSS + DFL' --profile smoke" in md
+    assert "fig9 label_distributions: no fig9_label_distributions.png — gfl-repro" in md and "plot fig9" in md
+    assert "fig5 distribution_shapes: no fig5_distribution_shapes.png — gfl-repro" in md
+    assert "run fig5" not in md  # fig5 needs no run
+    assert "inconclusive: ATSS + QFL > ATSS (AP)" in md
+    tex = (tmp_path / "rep" / "report.tex").read_text()
+    assert r"\includegraphics" in tex and r"\resizebox" not in tex
+    if shutil.which("pdflatex"):
+        assert "pdf:" in result.output and (tmp_path / "rep" / "report.pdf").stat().st_size > 10000
+    else:
+        assert "pdf:      not built: pdflatex is not installed" in result.output
+
+
+def _write_png(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(path)
+    plt.close(fig)

@@ -40,8 +40,9 @@ def tiny(tmp_path, monkeypatch):
     runner = CliRunner()
 
     def invoke(*args, results: Path | None = None):
+        seeds = ["--seeds", "1"] if args and args[0] in ("run", "status", "list", "show", "collect") else []
         return runner.invoke(cli, ["--experiments-dir", str(tmp_path / "exp"),
-                                   "--results-dir", str(results or tmp_path / "res"), *args])
+                                   "--results-dir", str(results or tmp_path / "res"), *args, *seeds])
 
     return invoke
 

@@ -162,7 +162,7 @@ def test_bad_launch_flags_are_one_line(tmp_path, args, fragment):
 @pytest.mark.parametrize("launcher", ["local", "slurm", "inline"])
 def test_dry_run_submits_nothing(tmp_path, launcher):
     env = make_env(tmp_path)
-    result = gfl("run", "tiny", "--launcher", launcher, "--dry-run", env=env)
+    result = gfl("run", "tiny", "--seeds", "1", "--launcher", launcher, "--dry-run", env=env)
     assert result.returncode == 0, result.stderr
     assert "2 run(s) to" in result.stdout and result.stdout.count("would run") == 2
     if launcher == "slurm":
@@ -175,7 +175,7 @@ def test_dry_run_submits_nothing(tmp_path, launcher):
 
 def test_local_launcher_cap_state_and_idempotence(tmp_path):
     env = make_env(tmp_path)
-    first = gfl("run", "tiny", "--launcher", "local", "--max-parallel", "1", env=env)
+    first = gfl("run", "tiny", "--seeds", "1", "--launcher", "local", "--max-parallel", "1", env=env)
     assert first.returncode == 0, first.stderr
     assert "2 run(s) to submit" in first.stdout
     seen_running = []
@@ -187,30 +187,30 @@ def test_local_launcher_cap_state_and_idempotence(tmp_path):
 
     wait_for(all_done, timeout=240, every=0.2)
     assert max(seen_running) == 1, "the cap of 1 was exceeded"
-    status = gfl("status", "tiny", "--format", "json", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", "--format", "json", env=env)
     rows = json.loads(status.stdout)
     assert [r["state"] for r in rows] == ["done", "done"] and all(r["AP"] is not None for r in rows)
-    again = gfl("run", "tiny", "--launcher", "local", env=env)
+    again = gfl("run", "tiny", "--seeds", "1", "--launcher", "local", env=env)
     assert "0 run(s) to submit; skipped: done 2" in again.stdout
 
 
 def test_local_failure_shows_in_status_and_retry_resubmits(tmp_path):
     env = make_env(tmp_path)
     env["GFL_REPRO_CACHE"] = "/proc/forbidden-cache"  # the job cannot create its dataset
-    gfl("run", "tiny", "--launcher", "local", env=env)
+    gfl("run", "tiny", "--seeds", "1", "--launcher", "local", env=env)
     wait_for(lambda: list(job_states(tmp_path).values()) == ["failed", "failed"], timeout=120)
-    status = gfl("status", "tiny", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", env=env)
     assert status.stdout.count("failed") == 2 and "Error" in status.stdout
-    skip = gfl("run", "tiny", "--launcher", "local", "--dry-run", env=env)
+    skip = gfl("run", "tiny", "--seeds", "1", "--launcher", "local", "--dry-run", env=env)
     assert "0 run(s) to submit; skipped: failed 2" in skip.stdout
-    retry = gfl("run", "tiny", "--launcher", "local", "--retry", "--dry-run", env=env)
+    retry = gfl("run", "tiny", "--seeds", "1", "--launcher", "local", "--retry", "--dry-run", env=env)
     assert "2 run(s) to submit" in retry.stdout
 
 
 def test_two_concurrent_runs_submit_each_run_once(tmp_path):
     env = make_env(tmp_path)
     exe = str(Path(sys.executable).with_name("gfl-repro"))
-    procs = [subprocess.Popen([exe, "run", "tiny", "--launcher", "local"], stdout=subprocess.PIPE, text=True, env=env)
+    procs = [subprocess.Popen([exe, "run", "tiny", "--seeds", "1", "--launcher", "local"], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     submitted = sum(int(o.split(" run(s) to submit")[0].split()[-1]) for o in outputs)

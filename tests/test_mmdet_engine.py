@@ -301,21 +301,21 @@ def test_cli_run_status_collect_with_the_mmdet_engine(tmp_path, cache):
         return runner.invoke(cli, ["--experiments-dir", str(tmp_path / "exp"), "--results-dir", str(tmp_path / "res"),
                                    *args])
 
-    first = invoke("run", "tiny", "--engine", "mmdet", "--quiet")
+    first = invoke("run", "tiny", "--seeds", "1", "--engine", "mmdet", "--quiet")
     assert first.exit_code == 0, first.output
     assert "skipped: tiny / ATSS + DFL: needs the native engine" in first.output
     assert "1 run(s) to run (smoke profile (toy scale, synthetic data), mmdet engine" in first.output
     assert "AP50" in first.output
-    again = invoke("run", "tiny", "--engine", "mmdet", "--quiet")
+    again = invoke("run", "tiny", "--seeds", "1", "--engine", "mmdet", "--quiet")
     assert again.exit_code == 0 and "0 run(s) to run; skipped: done 1" in again.output
-    status = invoke("status", "tiny", "--engine", "mmdet", "--format", "json")
+    status = invoke("status", "tiny", "--seeds", "1", "--engine", "mmdet", "--format", "json")
     states = {row["row"]: row["state"] for row in json.loads(status.output)}
     assert states == {"ATSS": "done", "ATSS + DFL": "native only"}
-    native = invoke("status", "tiny", "--format", "json")
+    native = invoke("status", "tiny", "--seeds", "1", "--format", "json")
     assert {row["state"] for row in json.loads(native.output)} == {"missing"}  # engines do not share runs
     show = invoke("show", "tiny", "--engine", "mmdet", "--format", "json")
     assert [row["state"] for row in json.loads(show.output)["rows"]] == ["done", "native only"]
-    table = invoke("collect", "tiny", "--engine", "mmdet", "--format", "markdown")
+    table = invoke("collect", "tiny", "--seeds", "1", "--engine", "mmdet", "--format", "markdown")
     assert table.exit_code == 0 and "1/2 rows reproduced" in table.output
     text = (tmp_path / "res" / "smoke" / "tables" / "tiny.mmdet.md").read_text()
     assert "mmdet engine" in text and "native only" in text

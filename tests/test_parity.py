@@ -81,12 +81,25 @@ def test_detector_detections_live(seed):
     assert_same(native, cases.model_mmdet(x, state), f"detector seed {seed}")
 
 
+@live
+@pytest.mark.parametrize("kind", cases.T1B_KINDS)
+@pytest.mark.parametrize("seed", cases.SEEDS)
+def test_table1b_heads_live(kind, seed):
+    """RetinaNet, FoveaBox and SSD512: every loss term and the post-processed detections."""
+    x = cases.t1b_inputs(kind, seed)
+    state = cases.t1b_state(kind, seed)
+    native = cases.t1b_native(kind, x, state)
+    assert sum(v.numel() for k, v in native.items() if k.startswith("scores")) > 50
+    assert_same(native, cases.t1b_mmdet(kind, x, state), f"{kind} seed {seed}")
+
+
 # ---------------------------------------------------------------------------------- goldens
 
 
 def test_goldens_cover_every_component():
     g = goldens()
-    assert {k.split("/")[0] for k in g if k != "_meta"} == {"losses", "assign", "head_gfl", "head_atss", "head_fcos", "detector"}
+    assert {k.split("/")[0] for k in g if k != "_meta"} == {
+        "losses", "assign", "head_gfl", "head_atss", "head_fcos", "detector", "t1b_retinanet", "t1b_foveabox", "t1b_ssd512"}
 
 
 @pytest.mark.parametrize("seed", cases.SEEDS)
@@ -112,3 +125,10 @@ def test_head_losses_golden(kind, seed):
 def test_detector_detections_golden(seed):
     g = goldens()[f"detector/{seed}"]
     assert_same(cases.model_native(g["inputs"], g["state"]), g["mmdet"], f"detector seed {seed}")
+
+
+@pytest.mark.parametrize("kind", cases.T1B_KINDS)
+@pytest.mark.parametrize("seed", cases.SEEDS)
+def test_table1b_heads_golden(kind, seed):
+    g = goldens()[f"t1b_{kind}/{seed}"]
+    assert_same(cases.t1b_native(kind, g["inputs"], g["state"]), g["mmdet"], f"{kind} seed {seed}")

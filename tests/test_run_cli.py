@@ -48,20 +48,20 @@ def env(tmp_path, monkeypatch):
 
 def test_run_trains_shared_run_once_then_skips(env):
     invoke, tmp = env
-    first = invoke("run", "tiny", "--quiet")
+    first = invoke("run", "tiny", "--seeds", "1", "--quiet")
     assert first.exit_code == 0, first.output
     assert "1 run(s) to run (smoke profile" in first.output and "AP50" in first.output
     results = list((tmp / "res" / "smoke" / "runs").glob("*/result.json"))
     assert len(results) == 1 and json.loads(results[0].read_text())["toy_scale"] is True
-    second = invoke("run", "tiny", "--quiet")
+    second = invoke("run", "tiny", "--seeds", "1", "--quiet")
     assert second.exit_code == 0 and "0 run(s) to run; skipped: done 1" in second.output
-    table = invoke("collect", "tiny", "--format", "csv")
+    table = invoke("collect", "tiny", "--seeds", "1", "--format", "csv")
     assert table.exit_code == 0 and "2/2 rows reproduced" in table.output
 
 
 def test_run_errors_are_one_line(env, tmp_path):
     invoke, _ = env
-    bad = invoke("run", "tiny", "--profile", "paper", "--data-root", str(tmp_path / "nowhere"))
+    bad = invoke("run", "tiny", "--seeds", "1", "--profile", "paper", "--data-root", str(tmp_path / "nowhere"))
     assert bad.exit_code == 2
     assert bad.output.strip().splitlines()[-1].startswith("gfl-repro: error: COCO 2017 incomplete under")
     assert "Traceback" not in bad.output
@@ -104,3 +104,66 @@ def test_paper_runs_need_local_imagenet_weights(tmp_path, monkeypatch):
     assert preview.exit_code == 0, preview.output
     assert f"warning: {message} (a real run stops here)" in preview.output
     assert "would run" in preview.output
+
+
+TEST_DEV_SPEC = """
+[experiment]
+id = "tinydev"
+kind = "table"
+paper_ref = "Table 4 (tiny)"
+title = "A test-dev row on a fake COCO root"
+split = "test-dev"
+recipe = "gfl"
+metrics = ["AP"]
+
+[[row]]
+label = "GFL"
+overrides = { dataset = "coco2017", epochs = 1, lr_steps = [1], batch_size = 4, warmup_iters = 2 }
+paper = [43.1]
+"""
+
+
+def _fake_coco(root, tmp_path):
+    """COCO 2017's layout (with test-dev) built from a tiny synthetic set."""
+    import shutil
+
+    from gfl_repro.datasets.synthetic import generate
+
+    synth = generate(tmp_path / "synth", num_train=4, num_val=2, seed=0, progress=False)
+    (root / "annotations").mkdir(parents=True)
+    shutil.copytree(synth / "train", root / "train2017")
+    shutil.copytree(synth / "val", root / "val2017")
+    shutil.copytree(synth / "val", root / "test2017")
+    shutil.copy(synth / "annotations" / "instances_train.json", root / "annotations" / "instances_train2017.json")
+    shutil.copy(synth / "annotations" / "instances_val.json", root / "annotations" / "instances_val2017.json")
+    val = json.loads((synth / "annotations" / "instances_val.json").read_text())
+    info = {"images": val["images"], "categories": val["categories"]}  # test-dev has no annotations
+    (root / "annotations" / "image_info_test-dev2017.json").write_text(json.dumps(info))
+    return val
+
+
+def test_test_dev_rows_write_server_detections_and_say_val2017(tmp_path):
+    coco = tmp_path / "coco"
+    val = _fake_coco(coco, tmp_path)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "tinydev.toml").write_text(TEST_DEV_SPEC)
+    args = ["--experiments-dir", str(tmp_path / "exp"), "--results-dir", str(tmp_path / "res")]
+    result = CliRunner().invoke(cli, [*args, "run", "tinydev", "--seeds", "1", "--data-root", str(coco), "--quiet"])
+    assert result.exit_code == 0, result.output
+    [run] = list((tmp_path / "res" / "smoke" / "runs").iterdir())
+    record = json.loads((run / "result.json").read_text())
+    assert record["split"] == "test-dev" and record["evaluated_on"] == "val2017"
+    assert record["test_dev_detections"] == "detections_test-dev2017.json"
+    detections = json.loads((run / "detections_test-dev2017.json").read_text())
+    assert isinstance(detections, list)
+    image_ids = {image["id"] for image in val["images"]}
+    categories = {c["id"] for c in val["categories"]}
+    for det in detections:
+        assert set(det) == {"image_id", "category_id", "bbox", "score"}
+        assert det["image_id"] in image_ids and det["category_id"] in categories and len(det["bbox"]) == 4
+    table = CliRunner().invoke(cli, [*args, "collect", "tinydev", "--seeds", "1", "--format", "csv",
+                                     "--out", str(tmp_path / "t")])
+    assert table.exit_code == 0, table.output
+    csv = (tmp_path / "t" / "tinydev.csv").read_text().splitlines()
+    header, line = csv[0].split(","), csv[1].split(",")
+    assert line[header.index("evaluated_on")] == "val2017" and line[header.index("state")] == "done"

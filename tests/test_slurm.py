@@ -45,7 +45,7 @@ def run_dirs(tmp_path: Path) -> list[Path]:
 
 def test_slurm_runs_complete_and_are_not_submitted_twice(cluster, tmp_path):
     env = make_env(tmp_path)
-    first = gfl("run", "tiny", "--launcher", "slurm", "--time-min", "10", env=env)
+    first = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", "--time-min", "10", env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("as Slurm job") == 2
     wait_for(lambda: list(job_states(tmp_path).values()) == ["done", "done"], timeout=300, every=1)
@@ -54,30 +54,30 @@ def test_slurm_runs_complete_and_are_not_submitted_twice(cluster, tmp_path):
         job = json.loads((d / "job.json").read_text())
         assert job["launcher"] == "slurm" and job["job_id"]
         assert (d / "job.out").exists()  # the Slurm log, linked into the run directory
-    status = gfl("status", "tiny", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", env=env)
     assert status.stdout.count(" done ") == 2
-    again = gfl("run", "tiny", "--launcher", "slurm", env=env)
+    again = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", env=env)
     assert "0 run(s) to submit; skipped: done 2" in again.stdout and "as Slurm job" not in again.stdout
 
 
 def test_slurm_runs_the_mmdet_engine(cluster, tmp_path):
     pytest.importorskip("mmdet", reason="the mmdet extra is not installed (bash scripts/mmdet_extra.sh)")
     env = make_env(tmp_path)
-    first = gfl("run", "tiny", "--engine", "mmdet", "--launcher", "slurm", "--time-min", "10", env=env)
+    first = gfl("run", "tiny", "--seeds", "1", "--engine", "mmdet", "--launcher", "slurm", "--time-min", "10", env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("as Slurm job") == 2
     wait_for(lambda: list(job_states(tmp_path).values()) == ["done", "done"], timeout=300, every=1)
     for d in run_dirs(tmp_path):
         assert json.loads((d / "result.json").read_text())["engine"] == "mmdet"
         assert (d / "mmdet" / "last_checkpoint").exists()
-    status = gfl("status", "tiny", "--engine", "mmdet", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", "--engine", "mmdet", env=env)
     assert status.stdout.count(" done ") == 2
-    assert gfl("status", "tiny", env=env).stdout.count(" missing ") == 2  # the native runs are other runs
+    assert gfl("status", "tiny", "--seeds", "1", env=env).stdout.count(" missing ") == 2  # the native runs are other runs
 
 
 def test_preempted_run_requeues_and_resumes(cluster, tmp_path):
     env = make_env(tmp_path, epochs=150)  # 300 iterations: long enough to interrupt mid-way
-    out = gfl("run", "tiny", "--launcher", "slurm", "--time-min", "20", env=env)
+    out = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", "--time-min", "20", env=env)
     assert out.returncode == 0, out.stderr
     first = run_dirs(tmp_path)[0]
     job_id = json.loads((first / "job.json").read_text())["job_id"]
@@ -109,20 +109,20 @@ def test_preempted_run_requeues_and_resumes(cluster, tmp_path):
 def test_failed_run_shows_its_error(cluster, tmp_path):
     env = make_env(tmp_path)
     env["GFL_REPRO_CACHE"] = "/proc/forbidden-cache"
-    out = gfl("run", "tiny", "--launcher", "slurm", env=env)
+    out = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", env=env)
     assert out.returncode == 0, out.stderr
     wait_for(lambda: list(job_states(tmp_path).values()) == ["failed", "failed"], timeout=300, every=1)
-    status = gfl("status", "tiny", env=env)
+    status = gfl("status", "tiny", "--seeds", "1", env=env)
     assert status.stdout.count("failed") == 2 and "forbidden-cache" in status.stdout
     wait_queue_empty()
 
 
 def test_concurrent_runs_submit_once_and_dry_run_submits_nothing(cluster, tmp_path):
     env = make_env(tmp_path)
-    dry = gfl("run", "tiny", "--launcher", "slurm", "--dry-run", env=env)
+    dry = gfl("run", "tiny", "--seeds", "1", "--launcher", "slurm", "--dry-run", env=env)
     assert "would run" in dry.stdout and not squeue_ids() and not run_dirs(tmp_path)
     exe = str(Path(gfl.__globals__["sys"].executable).with_name("gfl-repro"))
-    procs = [subprocess.Popen([exe, "run", "tiny", "--launcher", "slurm"], stdout=subprocess.PIPE, text=True, env=env)
+    procs = [subprocess.Popen([exe, "run", "tiny", "--seeds", "1", "--launcher", "slurm"], stdout=subprocess.PIPE, text=True, env=env)
              for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert sum(o.count("as Slurm job") for o in outputs) == 2, outputs

@@ -142,7 +142,6 @@ def test_catalogue_rejects_unknown_uses(tmp_path):
     ("reg_max = nan", "reg_max must be a finite number, got nan"),
     ("bin_width = 0", "bin_width must be > 0"),
     ("lr_steps = [0]", "lr_steps must be epochs >= 1"),
-    ("seed = -3", "seed must be >= 0"),
 ])
 def test_settings_out_of_range_are_refused_when_the_spec_is_read(tmp_path, override, fragment):
     name = override.split(" = ")[0]
@@ -190,3 +189,64 @@ def test_non_utf8_spec_names_its_file_and_spares_the_others(tmp_path):
         load_catalogue(tmp_path)
     assert str(err.value).startswith(f"{tmp_path / 'broken.toml'}: not UTF-8 text (byte 25)")
     assert [e.id for e in select(["good"], tmp_path)] == ["good"]  # a command naming another spec still works
+
+
+CLAIM_HEAD = GOOD_HEAD + '[[row]]\nlabel = "a"\npaper = [1.0]\n[[row]]\nlabel = "b"\npaper = [2.0]\n'
+
+
+@pytest.mark.parametrize("claim, fragment", [
+    ('kind = "greater"\na = "a"\nb = "c"\n', "bad.toml, claim 1: no row 'c' (rows: a, b)"),
+    ('kind = "bigger"\na = "a"\nb = "b"\n', "bad.toml, claim 1, field 'kind': must be one of greater, order, best, flat"),
+    ('kind = "greater"\na = "a"\nb = "b"\nmetric = "AP50"\n', "claim 1, field 'metric': 'AP50' is not a metric"),
+    ('kind = "flat"\nrows = ["a", "b"]\n', "claim 1, field 'within': must be a positive number"),
+    ('kind = "order"\nrows = ["a", "a"]\n', "claim 1: needs at least two different rows"),
+    ('kind = "greater"\na = "a"\nb = "b"\nrow = "a"\n', "claim 1, field 'row': unknown field"),
+])
+def test_claim_errors_name_file_and_claim(tmp_path, claim, fragment):
+    with pytest.raises(SpecError) as err:
+        load_experiment(_write(tmp_path, CLAIM_HEAD + "[[claim]]\n" + claim))
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_every_table_states_its_claims(catalogue):
+    for name in ["table1a", "table1b", "table1c", "table2a", "table2b", "table2c", "table3", "table4"]:
+        assert catalogue[name].claims, name
+    best = catalogue["table1c"].claims[0]
+    assert best.kind == "best" and best.rows[0] == "β = 2" and len(best.rows) == 5  # against every other β
+    joint = catalogue["table1a"].claims[0]
+    assert joint.rows[0] == "FCOS / joint w/ QFL (ours)" and all(r.startswith("FCOS / ") for r in joint.rows)
+    assert catalogue["table2b"].claims[0].within == 0.2
+
+
+def test_rows_sharing_a_label_are_named_by_what_tells_them_apart(catalogue):
+    names = [r.display for r in catalogue["table4"].rows]
+    assert len(set(names)) == len(names)
+    assert "GFL (ours) R-101-DCN" in names and "Libra R-CNN X-101-64x4d" in names and "TSD" in names
+
+
+def test_seeds_are_part_of_the_run_identity(catalogue, smoke):
+    exp = catalogue["table3"]
+    one = exp.runs(smoke)
+    three = exp.runs(smoke, seeds=3)
+    assert len(three) == 3 * len(one) and [c.seed for _, c, _ in three[:3]] == [0, 1, 2]
+    assert [rid for _, _, rid in three[::3]] == [rid for _, _, rid in one]  # seed 0 keeps every run id
+    assert len({rid for _, _, rid in three}) == 12
+
+
+def test_a_row_cannot_set_its_seed(tmp_path):
+    with pytest.raises(SpecError, match="bad.toml, row 'r', field 'overrides.seed': seeds are chosen on the command"):
+        load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "r"\noverrides = { seed = 3 }\n'))
+
+
+def test_select_rows_by_substring(catalogue):
+    from gfl_repro.specs.catalogue import NoMatchingRow, select_rows
+
+    chosen = select_rows([catalogue["table1a"], catalogue["table3"]], ["atss / iou-branch"])
+    assert [e.id for e in chosen] == ["table1a"] and [r.display for r in chosen[0].rows] == ["ATSS / IoU-branch"]
+    assert chosen[0].claims == ()  # the claims need rows that were not selected
+    both = select_rows([catalogue["table3"]], ["QFL"])
+    assert [r.label for r in both[0].rows] == ["ATSS + QFL", "ATSS + QFL + DFL"]
+    assert [c.text for c in both[0].claims] == ["ATSS + QFL + DFL > ATSS + QFL (AP)"]
+    with pytest.raises(NoMatchingRow, match="no row matches --row 'GFL R-50'; close: 'GFL \\(ours\\) R-50'"):
+        select_rows([catalogue["table4"]], ["GFL R-50"])

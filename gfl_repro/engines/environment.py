@@ -8,6 +8,7 @@ is one line on the login node, not a failed job.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -34,12 +35,26 @@ SPEED_IMAGES = 20
 """Validation images timed at batch 1 for a run's speed (ms/img, FPS)."""
 
 
+TEST_DEV_IMAGES = "test2017"
+TEST_DEV_INFO = "image_info_test-dev2017.json"
+TEST_DEV_DETECTIONS = "detections_test-dev2017.json"
+"""What a run evaluated on test-dev rows writes for the COCO evaluation server (in its run directory)."""
+
+
 @dataclass(frozen=True)
 class DataPaths:
     train_images: Path
     train_annotations: Path
     val_images: Path
     val_annotations: Path
+    test_dev_images: Path | None = None  # COCO test2017/, when present
+    test_dev_info: Path | None = None  # annotations/image_info_test-dev2017.json, when present
+
+
+def evaluated_on(config: RunConfig) -> str:
+    """The split a run's numbers come from: COCO val2017 (= minival; also for test-dev rows,
+    whose test-dev numbers only the evaluation server computes) or the synthetic val set."""
+    return "synthetic val" if config.dataset == "synthetic" else "val2017"
 
 
 def default_cache_dir() -> Path:
@@ -52,7 +67,9 @@ def locate_data(config: RunConfig, data_root: Path | None = None, cache_dir: Pat
 
     COCO 2017 is found under ``data_root`` or ``$GFL_REPRO_COCO`` in its standard layout:
     ``train2017/``, ``val2017/``, ``annotations/instances_{train,val}2017.json``. test-dev
-    rows are evaluated on val2017 locally (the evaluation server scores test-dev itself).
+    rows are evaluated on val2017 locally (the evaluation server scores test-dev itself); when
+    ``test2017/`` and ``annotations/image_info_test-dev2017.json`` are there too, their paths
+    are returned so that the run writes test-dev detections for the server.
     """
     if config.dataset == "synthetic":
         root = ensure_synthetic(cache_dir or default_cache_dir(), num_train=config.synth_train,
@@ -68,6 +85,9 @@ def locate_data(config: RunConfig, data_root: Path | None = None, cache_dir: Pat
     missing += [str(p) for p in (paths.train_annotations, paths.val_annotations) if not p.is_file()]
     if missing:
         raise DataError(f"COCO 2017 incomplete under {root}: missing {', '.join(missing)}")
+    test_images, test_info = root / TEST_DEV_IMAGES, root / "annotations" / TEST_DEV_INFO
+    if test_images.is_dir() and test_info.is_file():
+        paths = dataclasses.replace(paths, test_dev_images=test_images, test_dev_info=test_info)
     return paths
 
 

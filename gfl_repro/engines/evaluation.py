@@ -37,7 +37,7 @@ from pycocotools.cocoeval import COCOeval
 from ..store import atomic_write_text
 from .environment import device_name
 
-__all__ = ["detections_to_coco", "coco_evaluate", "evaluate", "measure_speed", "time_per_call"]
+__all__ = ["detections_to_coco", "coco_evaluate", "evaluate", "measure_speed", "predict_coco", "time_per_call"]
 
 
 def _to_numpy(x: Any, dtype) -> np.ndarray:
@@ -166,6 +166,16 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, label_to_c
     Returns:
         The 12 COCOeval stats (see :func:`coco_evaluate`).
     """
+    image_ids, results = predict_coco(model, loader, label_to_cat_id, device, progress)
+    if results_file is not None:
+        atomic_write_text(Path(results_file), json.dumps(results))
+    return coco_evaluate(coco_gt, results, image_ids, verbose=verbose, max_dets=max_dets)
+
+
+def predict_coco(model: torch.nn.Module, loader: Iterable, label_to_cat_id: Sequence[int], device: torch.device | str,
+                 progress: bool = True) -> tuple[list[int], list[dict]]:
+    """(image ids, COCO result dicts) of ``model`` over ``loader`` (see :func:`evaluate` for the
+    model contract); what the COCO test-dev server takes, as JSON."""
     from tqdm.auto import tqdm
 
     device = torch.device(device)
@@ -186,9 +196,7 @@ def evaluate(model: torch.nn.Module, loader: Iterable, coco_gt: COCO, label_to_c
                 results.extend(detections_to_coco(ids, preds, label_to_cat_id))
     finally:
         model.train(was_training)
-    if results_file is not None:
-        atomic_write_text(Path(results_file), json.dumps(results))
-    return coco_evaluate(coco_gt, results, image_ids, verbose=verbose, max_dets=max_dets)
+    return image_ids, results
 
 
 def _sync(device: torch.device) -> None:

@@ -31,7 +31,7 @@ def run_inline(runs: list[PlannedRun], profile: Profile, results_root: Path, *, 
     results = []
     for i, planned in enumerate(runs, 1):
         directory = run_dir(results_root, profile.name, planned.run_id)
-        echo(f"[{i}/{len(runs)}] run {planned.run_id}: {', '.join(planned.rows)}")
+        echo(f"[{i}/{len(runs)}] run {planned.run_id}: {planned.name}")
         write_job(directory, launcher="inline", state=RUNNING, pid=os.getpid(), error="")
         try:
             result = execute(planned.config, directory, run_id=planned.run_id, profile=profile.name,

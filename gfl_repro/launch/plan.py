@@ -1,8 +1,9 @@
 """Which runs an invocation of `run` needs.
 
-Runs are deduplicated by run_id across the named experiments (a run shared by several
-tables trains once). Which of them to start now (not done, pending or running) is decided
-under the launch lock by :func:`gfl_repro.launch.run.select_runs`.
+Every row × seed (0 .. seeds - 1) is one run; runs are deduplicated by run_id across the
+named experiments (a run shared by several tables trains once per seed). Which of them to
+start now (not done, pending or running) is decided under the launch lock by
+:func:`gfl_repro.launch.run.select_runs`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ class PlannedRun:
     config: RunConfig
     rows: list[str] = field(default_factory=list)  # "table3 / ATSS + QFL", every row it serves
 
+    @property
+    def name(self) -> str:
+        """Its rows and seed, as `run` prints them."""
+        return f"{', '.join(self.rows)} (seed {self.config.seed})"
+
 
 @dataclass
 class Plan:
@@ -29,16 +35,16 @@ class Plan:
     engine: str = "native"
 
 
-def plan_runs(experiments: list[Experiment], profile: Profile, engine: str = "native") -> Plan:
-    """The distinct runs of the experiments' rows for ``engine``, and the rows it cannot build."""
+def plan_runs(experiments: list[Experiment], profile: Profile, engine: str = "native", seeds: int = 1) -> Plan:
+    """The distinct runs of the experiments' rows × seeds for ``engine``, and the rows it cannot build."""
     runs: dict[str, PlannedRun] = {}
-    unsupported = []
+    unsupported: dict[str, None] = {}
     for exp in experiments:
-        for row, config, rid in exp.runs(profile, engine):
+        for row, config, rid in exp.runs(profile, engine, seeds):
             try:
                 check_runnable(config)
             except ValueError as err:
-                unsupported.append(f"{exp.id} / {row.display}: {err}")
+                unsupported[f"{exp.id} / {row.display}: {err}"] = None
                 continue
             runs.setdefault(rid, PlannedRun(rid, config)).rows.append(f"{exp.id} / {row.display}")
-    return Plan(list(runs.values()), unsupported, engine)
+    return Plan(list(runs.values()), list(unsupported), engine)

@@ -155,7 +155,7 @@ def describe(summary: LaunchSummary, plan: Plan, profile: Profile, options: Laun
     if not options.retry and (summary.skipped.get(FAILED) or summary.skipped.get(CORRUPT)):
         lines.append("  (--retry starts failed and corrupt runs again; they resume from their checkpoint)")
     if options.dry_run:
-        lines += [f"  would run {p.run_id}: {', '.join(p.rows)}" for p in summary.started]
+        lines += [f"  would run {p.run_id}: {p.name}" for p in summary.started]
         if options.launcher == "slurm" and options.slurm is not None:
             resources = ", ".join(f"{k}={v}" for k, v in options.slurm.submitit_parameters().items())
             lines.append(f"  slurm: one job array of {len(summary.started)}; {resources}")

@@ -1,238 +1,209 @@
-"""collect: result files -> pandas tables beside the paper's numbers (pure; reads files only).
+"""collect: result files -> one table per paper artifact, beside the paper's numbers (pure:
+reads files only).
 
-For every table row and printed metric the frame holds three columns: the paper's number,
-the reproduced one and their difference (reproduced - paper). Runs that are missing,
-unfinished or corrupt leave their cells empty (NaN) and say so in the row's ``run``
-column; they are never an error. Renderers turn one frame into LaTeX (pandas Styler,
-booktabs, grouped headers, best reproduced value in bold), Markdown or CSV.
+Every row of a table spec becomes a :class:`TableRow`: the paper's numbers and, for a trained
+row, the reproduced value of every metric for each seed (0 .. seeds - 1) that is done, with
+the row's state (``done``, ``partial`` when some seeds are missing, ``not run``,
+``not implemented`` when the engine cannot build the row yet, ``native only``, ``unreadable``,
+or ``reference`` for the paper's other methods, which are never trained). Runs that are missing
+or corrupt are never an error. :func:`claims_of` checks the spec's claims over the seeds.
+
+The machine-readable form (:meth:`CollectedTable.frame`, also the CSV) is long: one line per
+table row × metric, columns ``section, group, row, <info columns>, metric, paper, paper_note,
+ours_mean, ours_std, ours_values, seeds_done, seeds_asked, delta, within_tolerance, state,
+device, evaluated_on`` (``delta`` = ours − paper, never for FPS; ``within_tolerance`` for AP at
+a profile that is not toy scale). The Markdown and LaTeX renderings (and :func:`~gfl_repro.report.tables.render`)
+are in :mod:`gfl_repro.report.tables`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from ..engines import check_runnable
 from ..engines.mmdet.config import shown_state
 from ..specs.profiles import Profile
 from ..specs.run_config import run_id as config_run_id
-from ..specs.spec import Experiment
-from ..store import read_run
+from ..specs.spec import Experiment, Row
+from ..store import CORRUPT, DONE, read_run
+from .claims import Verdict, evaluate_claims, within_tolerance
 
-PAPER, OURS, DIFF = "paper", "ours", "Δ"
-RUN = "run"
-LABEL = "row"  # index level of the printed row label
-REFERENCE = "reference"
+REFERENCE, PARTIAL, NOT_RUN, NOT_IMPLEMENTED, NATIVE_ONLY, UNREADABLE = (
+    "reference", "partial", "not run", "not implemented", "native only", "unreadable")
+TEST_DEV_SERVER = "val2017 (test-dev via the server)"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    row: Row
+    state: str
+    seeds_asked: int = 0
+    run_ids: tuple[str, ...] = ()  # one per seed asked
+    values: dict[str, list[float]] = field(default_factory=dict)  # metric -> one value per done seed
+    devices: tuple[str, ...] = ()  # where the done seeds were timed
+    evaluated_on: tuple[str, ...] = ()  # the split the done seeds were evaluated on
+    reason: str = ""  # why the engine cannot build it
+
+    @property
+    def seeds_done(self) -> int:
+        return max((len(v) for v in self.values.values()), default=0) if self.state in (DONE, PARTIAL) else 0
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values.get(metric) or []
+        return statistics.fmean(values) if values else None
+
+    def std(self, metric: str) -> float | None:
+        values = self.values.get(metric) or []
+        return statistics.stdev(values) if len(values) >= 2 else None
 
 
 @dataclass(frozen=True)
 class CollectedTable:
     experiment: Experiment
     profile: Profile
-    frame: pd.DataFrame  # index: [section], label, info columns; columns: ([group], metric, kind)
+    rows: tuple[TableRow, ...]
     problems: tuple[str, ...]  # one line per corrupt or unreadable run
     engine: str = "native"  # which implementation trained the reproduced runs
+    seeds: int = 1  # seeds asked per row
+
+    @property
+    def devices(self) -> list[str]:
+        """Devices the reproduced FPS were timed on, in order of appearance."""
+        return list(dict.fromkeys(d for r in self.rows for d in r.devices))
+
+    @property
+    def evaluated_on(self) -> str:
+        """The split our numbers come from, as tables label it."""
+        splits = list(dict.fromkeys(s for r in self.rows for s in r.evaluated_on))
+        if not splits:
+            splits = [default_evaluated_on(self.profile)]
+        if self.experiment.split == "test-dev" and splits == ["val2017"]:
+            return TEST_DEV_SERVER
+        return ", ".join(splits)
 
     @property
     def caption(self) -> str:
         exp = self.experiment
-        scale = (
-            "TOY SCALE: reproduced on synthetic data with tiny models; not comparable with the paper's COCO numbers"
-            if self.profile.toy_scale
-            else f"reproduced on COCO {exp.split}"
-        )
+        scale = ("TOY SCALE: synthetic data and tiny models; ours are not comparable with the paper's COCO numbers"
+                 if self.profile.toy_scale else f"paper on COCO {exp.split}, ours on {self.evaluated_on}")
         engine = "" if self.engine == "native" else f", {self.engine} engine"
-        return f"{exp.paper_ref}: {exp.title}. Paper vs reproduced ({self.profile.name} profile{engine}; {scale})."
+        return f"{exp.paper_ref}: {exp.title}. Paper vs ours ({self.profile.name} profile{engine}; {scale})."
+
+    @property
+    def runs_done(self) -> int:
+        return sum(r.seeds_done for r in self.rows)
+
+    @property
+    def runs_asked(self) -> int:
+        return sum(r.seeds_asked for r in self.rows if r.state != REFERENCE)
+
+    def frame(self) -> pd.DataFrame:
+        """The long machine-readable table (see the module docstring)."""
+        exp = self.experiment
+        records = []
+        for r in self.rows:
+            for metric in exp.metrics:
+                paper = r.row.paper.get(metric)
+                mean, std = r.mean(metric), r.std(metric)
+                accuracy = metric != "FPS"
+                records.append({
+                    "section": r.row.section or "", "group": r.row.group or "", "row": r.row.label,
+                    **{c: r.row.info.get(c, "") for c in exp.info_columns},
+                    "metric": metric,
+                    "paper": paper,
+                    "paper_note": r.row.notes.get(metric, "") or ("n/a" if metric in r.row.paper and paper is None else ""),
+                    "ours_mean": mean, "ours_std": std,
+                    "ours_values": ";".join(f"{v:.2f}" for v in r.values.get(metric, [])),
+                    "seeds_done": r.seeds_done if r.state != REFERENCE else None,
+                    "seeds_asked": r.seeds_asked if r.state != REFERENCE else None,
+                    "delta": mean - paper if accuracy and mean is not None and paper is not None else None,
+                    "within_tolerance": (within_tolerance(r.values.get(metric, []), paper)
+                                         if metric == "AP" and not self.profile.toy_scale else None),
+                    "state": r.state,
+                    "device": "; ".join(r.devices) if metric == "FPS" else "",
+                    "evaluated_on": "; ".join(r.evaluated_on),
+                })
+        return pd.DataFrame.from_records(records)
 
 
-def collect_table(experiment: Experiment, profile: Profile, results_root: Path,
-                  engine: str = "native") -> CollectedTable:
-    """Build the paper-vs-reproduced frame of one table experiment from result files
-    (the runs ``engine`` trained)."""
+def default_evaluated_on(profile: Profile) -> str:
+    """What a result without ``evaluated_on`` (written before it existed) was evaluated on."""
+    return "synthetic val" if profile.toy_scale else "val2017"
+
+
+def collect_table(experiment: Experiment, profile: Profile, results_root: Path, engine: str = "native",
+                  seeds: int = 1) -> CollectedTable:
+    """Read the result files of every row × seed of one table experiment."""
     if experiment.kind != "table":
         raise ValueError(f"{experiment.id} is a figure; use `gfl-repro plot {experiment.id}`")
-    has_sections = any(r.section for r in experiment.rows)
-    groups = experiment.groups or (None,)
-    labels = list(dict.fromkeys((r.section, r.label, tuple(r.info.get(c, "") for c in experiment.info_columns)) for r in experiment.rows))
-
-    cells: dict[tuple, dict[tuple, object]] = {key: {} for key in labels}
-    problems: list[str] = []
+    rows, problems = [], []
     for row in experiment.rows:
-        key = (row.section, row.label, tuple(row.info.get(c, "") for c in experiment.info_columns))
-        prefix = (row.group,) if experiment.groups else ()
         if row.reference:
-            state, record = REFERENCE, None
-        else:
-            config = experiment.resolve(row, profile, engine)
-            rid = config_run_id(config)
-            record = read_run(results_root, profile.name, rid)
-            state = shown_state(config, record.state)
-            if record.problem and record.state != "incomplete":
-                problems.append(f"{experiment.id} / {row.display} ({rid}): {record.problem}")
+            rows.append(TableRow(row, REFERENCE))
+            continue
+        rows.append(_collect_row(experiment, row, profile, results_root, engine, seeds, problems))
+    return CollectedTable(experiment, profile, tuple(rows), tuple(problems), engine, seeds)
+
+
+def _collect_row(experiment: Experiment, row: Row, profile: Profile, results_root: Path, engine: str, seeds: int,
+                 problems: list[str]) -> TableRow:
+    configs = [experiment.resolve(row, profile, engine, seed) for seed in range(seeds)]
+    run_ids = tuple(config_run_id(c) for c in configs)
+    values: dict[str, list[float]] = {m: [] for m in experiment.metrics}
+    devices, splits, corrupt = [], [], False
+    for config, rid in zip(configs, run_ids):
+        record = read_run(results_root, profile.name, rid)
+        if record.state == CORRUPT:
+            corrupt = True
+            problems.append(f"{experiment.id} / {row.display} seed {config.seed} ({rid}): {record.problem}")
+        if record.state != DONE:
+            continue
         for metric in experiment.metrics:
-            paper = row.paper.get(metric)
-            ours = record.metric(metric) if record is not None else None
-            cells[key][prefix + (metric, PAPER)] = _nan(paper)
-            cells[key][prefix + (metric, OURS)] = _nan(ours)
-            cells[key][prefix + (metric, DIFF)] = _nan(None if paper is None or ours is None else ours - paper)
-        cells[key][prefix + (RUN, "")] = state
-
-    columns = []
-    for group in groups:
-        prefix = (group,) if experiment.groups else ()
-        columns += [prefix + (m, k) for m in experiment.metrics for k in (PAPER, OURS, DIFF)]
-        columns.append(prefix + (RUN, ""))
-    names = (["group"] if experiment.groups else []) + ["metric", "value"]
-    frame = pd.DataFrame(
-        [[cells[key].get(col, math.nan if col[-2] != RUN else "") for col in columns] for key in labels],
-        columns=pd.MultiIndex.from_tuples(columns, names=names),
-    )
-    index_levels = []
-    if has_sections:
-        index_levels.append(("section", [k[0] or "" for k in labels]))
-    index_levels.append((LABEL, [k[1] for k in labels]))
-    for i, col in enumerate(experiment.info_columns):
-        index_levels.append((col, [k[2][i] for k in labels]))
-    if len(index_levels) == 1:
-        frame.index = pd.Index(index_levels[0][1], name=LABEL)
+            value = record.metric(metric)
+            if value is not None:
+                values[metric].append(value)
+        devices.append(str(record.result.get("device") or "unknown device"))
+        splits.append(str(record.result.get("evaluated_on") or default_evaluated_on(profile)))
+    done = len(splits)
+    reason = ""
+    try:
+        check_runnable(configs[0])
+    except ValueError as err:
+        reason = str(err)
+    if done:
+        state = DONE if done == seeds else PARTIAL
+    elif corrupt:
+        state = UNREADABLE
+    elif reason:
+        state = NATIVE_ONLY if shown_state(configs[0], "missing") != "missing" else NOT_IMPLEMENTED
     else:
-        frame.index = pd.MultiIndex.from_arrays([v for _, v in index_levels], names=[n for n, _ in index_levels])
-    return CollectedTable(experiment, profile, frame, tuple(problems), engine)
+        state = NOT_RUN
+    return TableRow(row, state, seeds, run_ids, {m: v for m, v in values.items() if v} if done else {},
+                    tuple(dict.fromkeys(devices)), tuple(dict.fromkeys(splits)), reason)
 
 
-def _nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
-# ------------------------------------------------------------------------------ rendering
-
-
-def value_columns(frame: pd.DataFrame, kind: str) -> list[tuple]:
-    return [c for c in frame.columns if c[-1] == kind]
-
-
-def _format_cell(value: object, kind: str) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:+.1f}" if kind == DIFF else f"{value:.1f}"
-
-
-def _best_rows(frame: pd.DataFrame) -> dict[tuple, set[int]]:
-    """Positions of the best (highest) reproduced value of every `ours` column."""
-    best: dict[tuple, set[int]] = {}
-    for col in value_columns(frame, OURS):
-        values = pd.to_numeric(frame[col], errors="coerce")
-        if values.notna().any():
-            top = values.max()
-            best[col] = {i for i, v in enumerate(values) if v == top}
-    return best
-
-
-def to_markdown(table: CollectedTable) -> str:
-    frame = table.frame
-    best = _best_rows(frame)
-    shown = frame.copy().astype(object)
-    for j, col in enumerate(frame.columns):
-        for i, value in enumerate(frame[col]):
-            text = _format_cell(value, col[-1])
-            if i in best.get(col, ()):
-                text = f"**{text}**"
-            shown.iat[i, j] = text
-    shown.columns = [" ".join(str(part) for part in col if part) for col in frame.columns]
-    shown = shown.reset_index()
-    body = shown.to_markdown(index=False, disable_numparse=True)
-    return f"**{table.caption}**\n\n{body}\n"
+def claims_of(table: CollectedTable) -> list[Verdict]:
+    """The spec's claims judged over the seeds done (see :mod:`gfl_repro.report.claims`)."""
+    samples: dict[str, dict[str, list[float]]] = {}
+    references: dict[str, dict[str, float]] = {}
+    for r in table.rows:
+        for metric in table.experiment.metrics:
+            if r.state == REFERENCE:
+                if r.row.paper.get(metric) is not None:
+                    references.setdefault(metric, {})[r.row.display] = r.row.paper[metric]
+            else:
+                samples.setdefault(metric, {})[r.row.display] = list(r.values.get(metric, []))
+    return evaluate_claims(table.experiment.claims, samples, references, table.profile.toy_scale)
 
 
 def to_csv(table: CollectedTable) -> str:
-    flat = table.frame.copy()
-    flat.columns = ["_".join(str(part) for part in col if part) for col in flat.columns]
-    flat = flat.reset_index()
-    flat.insert(0, "profile", table.profile.name)
-    flat.insert(1, "toy_scale", table.profile.toy_scale)
+    flat = table.frame()
+    flat.insert(0, "experiment", table.experiment.id)
+    flat.insert(1, "profile", table.profile.name)
+    flat.insert(2, "toy_scale", table.profile.toy_scale)
+    flat.insert(3, "engine", table.engine)
     return flat.to_csv(index=False, float_format="%.2f")
-
-
-_LATEX_SYMBOLS = {
-    "Δ": r"$\Delta$",
-    "β": r"$\beta$",
-    "✓": r"$\checkmark$",
-    "–": "--",
-    "y_n": r"$y_n$",
-    "≤": r"$\leq$",
-}
-_LATEX_METRICS = {"AP50": "AP$_{50}$", "AP75": "AP$_{75}$", "APs": "AP$_S$", "APm": "AP$_M$", "APl": "AP$_L$"}
-
-
-def latex_text(text: str) -> str:
-    """Escape plain text for LaTeX and spell the paper's symbols in math mode."""
-    if text in _LATEX_METRICS:
-        return _LATEX_METRICS[text]
-    if text in _LATEX_SYMBOLS:
-        return _LATEX_SYMBOLS[text]
-    out = []
-    for ch in text:
-        if ch in "&%$#_{}":
-            out.append("\\" + ch)
-        elif ch == "~":
-            out.append(r"\textasciitilde{}")
-        elif ch == "^":
-            out.append(r"\textasciicircum{}")
-        elif ch == "\\":
-            out.append(r"\textbackslash{}")
-        else:
-            out.append(_LATEX_SYMBOLS.get(ch, ch))
-    return "".join(out)
-
-
-LATEX_PACKAGES = ("booktabs", "amssymb", "graphicx")
-LATEX_PREAMBLE_NOTE = "needs \\usepackage{" + ",".join(LATEX_PACKAGES) + "}"
-
-
-def to_latex(table: CollectedTable) -> str:
-    """A booktabs table through pandas Styler; needs only booktabs and amssymb."""
-    frame = table.frame.copy()
-    best = _best_rows(frame)
-    shown = frame.astype(object)
-    for j, col in enumerate(frame.columns):
-        for i, value in enumerate(frame[col]):
-            text = latex_text(_format_cell(value, col[-1]))
-            if i in best.get(col, ()):
-                text = rf"\textbf{{{text}}}"
-            shown.iat[i, j] = text
-    shown.columns = pd.MultiIndex.from_tuples([tuple(latex_text(str(part)) for part in col) for col in frame.columns])
-    keys = [key if isinstance(key, tuple) else (key,) for key in frame.index]
-    names = [None if n in (LABEL, "section") else latex_text(n) for n in frame.index.names]
-    shown.index = pd.MultiIndex.from_tuples([tuple(latex_text(str(part)) for part in key) for key in keys], names=names)
-    styler = shown.style
-    n_index = frame.index.nlevels
-    column_format = "l" * n_index + "".join("l" if c[-2] == RUN else "r" for c in frame.columns)
-    latex = styler.to_latex(
-        caption=latex_text(table.caption),
-        label=f"tab:{table.experiment.id}-{table.profile.name}",
-        hrules=True,
-        multicol_align="c",
-        multirow_align="naive",
-        column_format=column_format,
-        position="htbp",
-        environment="table*",
-        clines=None,
-    )
-    # Scale the (wide) tabular to the text width; the header says which packages it needs.
-    latex = latex.replace("\\begin{tabular}", "\\resizebox{\\textwidth}{!}{%\n\\begin{tabular}", 1)
-    latex = latex.replace("\\end{tabular}", "\\end{tabular}%\n}", 1)
-    return f"% {LATEX_PREAMBLE_NOTE}\n{latex}"
-
-
-RENDERERS = {"latex": (to_latex, "tex"), "markdown": (to_markdown, "md"), "csv": (to_csv, "csv")}
-FORMATS = tuple(RENDERERS)
-
-
-def render(table: CollectedTable, fmt: str) -> tuple[str, str]:
-    """(text, file extension) of one collected table in ``fmt``."""
-    renderer, ext = RENDERERS[fmt]
-    return renderer(table), ext

@@ -14,9 +14,9 @@ from ..store import DONE, read_run
 
 
 def experiment_summary(exp: Experiment, profile: Profile, results_root: Path,
-                       engine: str = "native") -> dict[str, Any]:
-    """One line of `list`: id, paper reference, title, rows, distinct runs done / total."""
-    run_ids = sorted({rid for _, _, rid in exp.runs(profile, engine)})
+                       engine: str = "native", seeds: int = 1) -> dict[str, Any]:
+    """One line of `list`: id, paper reference, title, rows, distinct runs (rows × seeds) done / total."""
+    run_ids = sorted({rid for _, _, rid in exp.runs(profile, engine, seeds)})
     done = sum(read_run(results_root, profile.name, rid).state == DONE for rid in run_ids)
     return {
         "id": exp.id,
@@ -30,27 +30,36 @@ def experiment_summary(exp: Experiment, profile: Profile, results_root: Path,
 
 
 def list_experiments(profile: Profile, results_root: Path, experiments_dir: Path | None = None,
-                     engine: str = "native") -> list[dict[str, Any]]:
-    return [experiment_summary(exp, profile, results_root, engine) for exp in load_catalogue(experiments_dir).values()]
+                     engine: str = "native", seeds: int = 1) -> list[dict[str, Any]]:
+    return [experiment_summary(exp, profile, results_root, engine, seeds)
+            for exp in load_catalogue(experiments_dir).values()]
 
 
-def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, engine: str = "native") -> dict[str, Any]:
-    """Everything `show` prints, JSON-ready: rows, overrides, paper numbers, run ids and state."""
+REFERENCE_STATE = "reference, not trained"
+
+
+def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, engine: str = "native",
+                        seeds: int = 1) -> dict[str, Any]:
+    """Everything `show` prints, JSON-ready: rows, overrides, paper numbers, run ids and state
+    (``run_id``/``state``/``reproduced`` are seed 0's; ``seeds`` lists every seed's run)."""
     rows = []
     for row in exp.rows:
         entry: dict[str, Any] = {
             "label": row.label,
+            "name": row.display,
             "group": row.group,
             "section": row.section,
             "info": row.info,
             "paper": row.paper,
             "notes": row.notes,
             "reference": row.reference,
-            "train": row.train,
+            "train": row.is_run,
             "recipe": row.recipe or exp.recipe,
             "overrides": row.overrides,
         }
-        if not row.reference:
+        if row.reference:
+            entry["state"] = REFERENCE_STATE
+        else:
             config = exp.resolve(row, profile, engine)
             rid = run_id(config)
             record = read_run(results_root, profile.name, rid)
@@ -58,6 +67,8 @@ def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, e
             entry["state"] = shown_state(config, record.state) if row.train else "analysis only"
             entry["reproduced"] = {m: record.metric(m) for m in exp.metrics} if record.state == DONE else None
             entry["config"] = config.to_dict()
+            if row.train:
+                entry["seeds"] = [_seed_entry(exp, row, profile, results_root, engine, s) for s in range(seeds)]
         rows.append(entry)
     return {
         "id": exp.id,
@@ -73,8 +84,17 @@ def describe_experiment(exp: Experiment, profile: Profile, results_root: Path, e
         "groups": list(exp.groups),
         "uses": list(exp.uses),
         "artifacts": [{"name": a.name, "analysis": a.analysis, "rows": list(a.rows)} for a in exp.artifacts],
+        "claims": [c.text for c in exp.claims],
+        "seeds": seeds,
         "rows": rows,
     }
+
+
+def _seed_entry(exp: Experiment, row, profile: Profile, results_root: Path, engine: str, seed: int) -> dict[str, Any]:
+    config = exp.resolve(row, profile, engine, seed)
+    rid = run_id(config)
+    record = read_run(results_root, profile.name, rid)
+    return {"seed": seed, "run_id": rid, "state": shown_state(config, record.state), "AP": record.metric("AP")}
 
 
 def format_description(desc: dict[str, Any]) -> str:
@@ -89,19 +109,22 @@ def format_description(desc: dict[str, Any]) -> str:
     for art in desc["artifacts"]:
         rows = f" from {', '.join(art['rows'])}" if art["rows"] else ""
         lines.append(f"artifact {art['name']}: {art['analysis']}{rows}")
+    for claim in desc.get("claims", []):
+        lines.append(f"claim: {claim}")
     lines.append("")
     for row in desc["rows"]:
-        name = f"{row['group']} / {row['label']}" if row["group"] else row["label"]
+        name = row.get("name") or (f"{row['group']} / {row['label']}" if row["group"] else row["label"])
         if row["info"]:
             name += "  [" + ", ".join(f"{k}={v}" for k, v in row["info"].items() if v) + "]"
         lines.append(name)
         if row["reference"]:
-            lines.append("    reference row (paper numbers only, never run)")
+            lines.append(f"    {REFERENCE_STATE} (paper numbers only)")
         else:
             changes = ", ".join(f"{k}={v}" for k, v in row["overrides"].items()) or "—"
             lines.append(f"    recipe {row['recipe']}; overrides: {changes}")
             if row["run_id"]:
-                lines.append(f"    run {row['run_id']}: {row['state']}")
+                for seed in row.get("seeds") or [{"seed": 0, "run_id": row["run_id"], "state": row["state"]}]:
+                    lines.append(f"    run {seed['run_id']} (seed {seed['seed']}): {seed['state']}")
             else:
                 lines.append(f"    {row['state']}")
         if row["paper"]:

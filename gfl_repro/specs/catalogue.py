@@ -21,6 +21,12 @@ def default_results_dir() -> Path:
     return Path(os.environ.get("GFL_REPRO_RESULTS", PROJECT_ROOT / "results"))
 
 
+def default_figures_dir() -> Path:
+    """``$GFL_REPRO_FIGURES`` if set, else ``figures/`` of the project checkout (`gfl-repro plot`
+    writes ``figures/<profile>/<experiment>_<artifact>.png``)."""
+    return Path(os.environ.get("GFL_REPRO_FIGURES", PROJECT_ROOT / "figures"))
+
+
 class UnknownName(LookupError):
     """A name that is not among the valid choices; the message suggests the closest one."""
 
@@ -85,3 +91,29 @@ def _paper_order(name: str) -> tuple[int, int, str]:
     kind = 0 if name.startswith("table") else 1
     digits = "".join(ch for ch in name if ch.isdigit())
     return (kind, int(digits) if digits else 0, name)
+
+
+class NoMatchingRow(LookupError):
+    """A ``--row`` pattern that names no row; the message lists the closest row names."""
+
+
+def select_rows(experiments: list[Experiment], patterns: tuple[str, ...] | list[str]) -> list[Experiment]:
+    """The experiments reduced to the rows whose display name ("group / label") contains one
+    of ``patterns`` (case-insensitive); experiments left without rows are dropped. No
+    patterns: the experiments as they are. Raises :class:`NoMatchingRow` for a pattern that
+    matches no row of ``experiments``."""
+    if not patterns:
+        return list(experiments)
+    names = list(dict.fromkeys(r.display for exp in experiments for r in exp.rows))
+    for pattern in patterns:
+        if not any(pattern.lower() in name.lower() for name in names):
+            lower = {name.lower(): name for name in names}
+            close = [lower[c] for c in difflib.get_close_matches(pattern.lower(), list(lower), n=3, cutoff=0.3)]
+            hint = f"; close: {', '.join(repr(c) for c in close)}" if close else ""
+            raise NoMatchingRow(f"no row matches --row {pattern!r}{hint} (see `gfl-repro show EXPERIMENT`)")
+    chosen = []
+    for exp in experiments:
+        keep = {r.display for r in exp.rows if any(p.lower() in r.display.lower() for p in patterns)}
+        if keep:
+            chosen.append(exp.only_rows(keep))
+    return chosen

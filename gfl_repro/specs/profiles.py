@@ -21,6 +21,9 @@ class Profile:
     schedules: dict[str, tuple[int, tuple[int, ...]]] = field(default_factory=dict)
     # fields whose paper-scale value the profile rescales, e.g. SSD's 512 x 512 input
     fixed_size_scale: tuple[int, int] | None = None
+    # seeds (0 .. default_seeds - 1) that `run`, `status`, `collect` and `report` use when
+    # --seeds is not given: toy-scale effects need several seeds to separate from noise
+    default_seeds: int = 1
 
     @property
     def label(self) -> str:
@@ -33,6 +36,7 @@ PAPER = Profile(
     toy_scale=False,
     overrides={"dataset": "coco2017", "backbone_scale": "full"},
     schedules={"1x": (12, (8, 11)), "2x": (24, (16, 22)), "ssd_120e": (120, (80, 110))},
+    default_seeds=1,
 )
 
 SMOKE = Profile(
@@ -55,6 +59,7 @@ SMOKE = Profile(
     # SSD512's last level is a 4x4 conv (padding 1) on a map 1/256 of the input: the input
     # must be at least ~288 px square for it to have an output; 320 is the nearest multiple of 32
     fixed_size_scale=(320, 320),
+    default_seeds=3,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, PAPER)}

@@ -31,10 +31,21 @@ error names the file, the row and the field. Layout of a spec file::
     name = "score_scatter"
     analysis = "score_vs_iou"
     rows = ["IoU-branch", "joint w/ QFL"]
+
+    [[claim]]                  # what the paper concludes from the table (report.claims checks it)
+    kind = "greater"           # greater (a > b), order (rows, best first), best (row beats rows),
+    a = "ATSS + QFL + DFL"     #   flat (rows within `within` of each other)
+    b = "ATSS"
+    metric = "AP"              # default AP
+
+Rows are named by their display name: "group / label" in grouped tables, the label
+otherwise; rows sharing a label get the first info value that tells them apart
+("GFL (ours) R-101-DCN").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -46,6 +57,7 @@ from .profiles import Profile, apply_profile
 from .recipes import RECIPES
 
 KINDS = ("table", "figure")
+CLAIM_KINDS = ("greater", "order", "best", "flat")
 SPLITS = ("minival", "test-dev")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "FPS")
 ANALYSES = (
@@ -75,6 +87,7 @@ class Row:
     notes: dict[str, str] = field(default_factory=dict)
     reference: bool = False
     train: bool = True
+    suffix: str = ""  # set by the parser when another row has the same group and label
 
     @property
     def is_run(self) -> bool:
@@ -83,7 +96,35 @@ class Row:
 
     @property
     def display(self) -> str:
-        return f"{self.group} / {self.label}" if self.group else self.label
+        """The row's name everywhere (`--row`, claims, status): "group / label [suffix]"."""
+        name = f"{self.group} / {self.label}" if self.group else self.label
+        return f"{name} {self.suffix}" if self.suffix else name
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One conclusion the paper draws from a table, in a form that can be checked.
+
+    ``greater``: ``rows[0]`` > ``rows[1]``; ``order``: rows best first, each above the next;
+    ``best``: ``rows[0]`` above every other of ``rows``; ``flat``: every two rows within
+    ``within`` of each other. Rows are display names; ``metric`` is one of the table's.
+    """
+
+    kind: str
+    rows: tuple[str, ...]
+    metric: str = "AP"
+    within: float | None = None
+
+    @property
+    def text(self) -> str:
+        m = self.metric
+        if self.kind == "greater":
+            return f"{self.rows[0]} > {self.rows[1]} ({m})"
+        if self.kind == "order":
+            return " > ".join(self.rows) + f" ({m})"
+        if self.kind == "best":
+            return f"{self.rows[0]} is best among {', '.join(self.rows[1:])} ({m})"
+        return f"{m} flat within {self.within:g} over {', '.join(self.rows)}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +149,7 @@ class Experiment:
     uses: tuple[str, ...] = ()
     rows: tuple[Row, ...] = ()
     artifacts: tuple[Artifact, ...] = ()
+    claims: tuple[Claim, ...] = ()
 
     def row(self, label: str, group: str | None = None) -> Row:
         for r in self.rows:
@@ -115,30 +157,48 @@ class Experiment:
                 return r
         raise KeyError(f"{self.id} has no row {label!r}")
 
-    def resolve(self, row: Row, profile: Profile, engine: str = "native") -> RunConfig:
-        """Spec row + profile (+ engine) -> the fully explicit run config.
+    def by_name(self, name: str) -> Row:
+        """The row whose display name is ``name``."""
+        for r in self.rows:
+            if r.display == name:
+                return r
+        raise KeyError(f"{self.id} has no row {name!r}")
+
+    def resolve(self, row: Row, profile: Profile, engine: str = "native", seed: int = 0) -> RunConfig:
+        """Spec row + profile (+ engine, seed) -> the fully explicit run config.
 
         defaults <- recipe <- row overrides <- profile, where the profile leaves alone what
-        the row set explicitly; ``engine`` says which implementation trains it."""
-        return resolve(self, row, profile, engine)
+        the row set explicitly; ``engine`` says which implementation trains it and ``seed``
+        which repetition it is (seed 0 keeps the run id of a spec without seeds)."""
+        return resolve(self, row, profile, engine, seed)
 
-    def runs(self, profile: Profile, engine: str = "native") -> list[tuple[Row, RunConfig, str]]:
-        """(row, config, run_id) for every row that trains, in printed order."""
+    def runs(self, profile: Profile, engine: str = "native", seeds: int = 1) -> list[tuple[Row, RunConfig, str]]:
+        """(row, config, run_id) for every row that trains and every seed 0 .. seeds - 1, in
+        printed order (the seeds of a row together; ``config.seed`` says which)."""
         out = []
         for r in self.rows:
             if r.is_run:
-                cfg = resolve(self, r, profile, engine)
-                out.append((r, cfg, run_id(cfg)))
+                for seed in range(seeds):
+                    cfg = resolve(self, r, profile, engine, seed)
+                    out.append((r, cfg, run_id(cfg)))
         return out
 
+    def only_rows(self, names: set[str]) -> "Experiment":
+        """This experiment reduced to the rows named (display names), with the claims that
+        involve only those rows."""
+        rows = tuple(r for r in self.rows if r.display in names)
+        claims = tuple(c for c in self.claims if set(c.rows) <= names)
+        return dataclasses.replace(self, rows=rows, claims=claims)
 
-def resolve(experiment: Experiment, row: Row, profile: Profile, engine: str = "native") -> RunConfig:
+
+def resolve(experiment: Experiment, row: Row, profile: Profile, engine: str = "native", seed: int = 0) -> RunConfig:
     recipe_name = row.recipe or experiment.recipe
     settings: dict[str, Any] = dict(RECIPES[recipe_name]) if recipe_name else {}
     settings["eval_split"] = experiment.split
     settings.update(row.overrides)
     settings = apply_profile(settings, profile, keep=row.overrides)
     settings["engine"] = engine
+    settings["seed"] = seed
     where = f"{experiment.path.name}, row {row.display!r}"
     normalised = {}
     for key, value in settings.items():
@@ -174,7 +234,7 @@ def load_experiment(path: Path) -> Experiment:
 
 def _parse(data: dict[str, Any], path: Path) -> Experiment:
     name = path.name
-    _only(data, {"experiment", "row", "artifact"}, f"{name}")
+    _only(data, {"experiment", "row", "artifact", "claim"}, f"{name}")
     head = data.get("experiment")
     if not isinstance(head, dict):
         raise SpecError(f"{name}: missing [experiment] table")
@@ -204,7 +264,8 @@ def _parse(data: dict[str, Any], path: Path) -> Experiment:
         raise SpecError(f"{name}, field 'row': must be an array of tables ([[row]])")
     if not raw_rows and not head.get("uses"):
         raise SpecError(f"{name}: needs at least one [[row]] (or `uses` another experiment)")
-    rows = tuple(_parse_row(r, i, name, metrics, info_columns, groups) for i, r in enumerate(raw_rows))
+    rows = _name_duplicates(tuple(_parse_row(r, i, name, metrics, info_columns, groups) for i, r in enumerate(raw_rows)),
+                            info_columns)
     seen: set[tuple[Any, ...]] = set()
     for r in rows:
         identity = (r.group, r.label, tuple(sorted(r.info.items())))
@@ -235,6 +296,10 @@ def _parse(data: dict[str, Any], path: Path) -> Experiment:
         artifacts.append(Artifact(name=_str(a, "name", awhere), analysis=analysis, rows=art_rows))
     if kind == "figure" and not artifacts:
         raise SpecError(f"{name}: a figure spec needs at least one [[artifact]]")
+    raw_claims = data.get("claim", [])
+    if not isinstance(raw_claims, list):
+        raise SpecError(f"{name}, field 'claim': must be an array of tables ([[claim]])")
+    claims = tuple(_parse_claim(c, i, name, rows, metrics) for i, c in enumerate(raw_claims))
 
     return Experiment(
         id=exp_id,
@@ -250,7 +315,64 @@ def _parse(data: dict[str, Any], path: Path) -> Experiment:
         uses=tuple(_str_list(head, "uses", where)),
         rows=rows,
         artifacts=tuple(artifacts),
+        claims=claims,
     )
+
+
+def _name_duplicates(rows: tuple[Row, ...], info_columns: tuple[str, ...]) -> tuple[Row, ...]:
+    """Rows sharing a group and label get, as suffix, the value of the first info column
+    that tells them apart (Table 4's "GFL (ours)" rows become "GFL (ours) R-50", ...)."""
+    out = list(rows)
+    for key in dict.fromkeys((r.group, r.label) for r in rows):
+        same = [i for i, r in enumerate(rows) if (r.group, r.label) == key]
+        if len(same) < 2:
+            continue
+        column = next((c for c in info_columns if len({rows[i].info.get(c, "") for i in same}) == len(same)), None)
+        for i in same:
+            info = rows[i].info
+            suffix = info[column] if column else " ".join(v for v in info.values() if v)
+            out[i] = dataclasses.replace(rows[i], suffix=suffix)
+    return tuple(out)
+
+
+def _parse_claim(raw: Any, index: int, name: str, rows: tuple[Row, ...], metrics: tuple[str, ...]) -> Claim:
+    """One [[claim]]: validated kind, fields and row names (each error names file and claim)."""
+    where = f"{name}, claim {index + 1}"
+    if not isinstance(raw, dict):
+        raise SpecError(f"{where}: must be a table")
+    kind = _choice(raw, "kind", CLAIM_KINDS, where)
+    allowed = {"greater": {"a", "b"}, "order": {"rows"}, "best": {"row", "rows"}, "flat": {"rows", "within"}}[kind]
+    _only(raw, allowed | {"kind", "metric"}, where)
+    metric = raw.get("metric", "AP")
+    if metric not in metrics:
+        raise SpecError(f"{where}, field 'metric': {metric!r} is not a metric of this table ({', '.join(metrics)})")
+    names = {r.display: r for r in rows}
+    if kind == "greater":
+        claimed = [_str(raw, "a", where), _str(raw, "b", where)]
+    elif kind == "best":
+        best = _str(raw, "row", where)
+        if "rows" in raw:
+            others = [r for r in _str_list(raw, "rows", where) if r != best]
+        else:  # every other trained row of its group
+            group = names[best].group if best in names else None
+            others = [r.display for r in rows if r.is_run and r.group == group and r.display != best]
+        claimed = [best, *others]
+    else:
+        claimed = _str_list(raw, "rows", where)
+    for row_name in claimed:
+        if row_name not in names:
+            raise SpecError(f"{where}: no row {row_name!r} (rows: {', '.join(names)})")
+    if len(set(claimed)) != len(claimed) or len(claimed) < 2:
+        raise SpecError(f"{where}: needs at least two different rows, got {claimed}")
+    if not any(names[r].is_run for r in claimed):
+        raise SpecError(f"{where}: compares only reference rows; a claim needs a trained row")
+    within = None
+    if kind == "flat":
+        within = raw.get("within")
+        if isinstance(within, bool) or not isinstance(within, (int, float)) or within <= 0:
+            raise SpecError(f"{where}, field 'within': must be a positive number, got {within!r}")
+        within = float(within)
+    return Claim(kind=kind, rows=tuple(claimed), metric=metric, within=within)
 
 
 def _parse_row(
@@ -291,6 +413,9 @@ def _parse_row(
         if key == "engine":
             raise SpecError(f"{where}, field 'overrides.engine': the engine is chosen on the command line "
                             "(gfl-repro run --engine), not by a row")
+        if key == "seed":
+            raise SpecError(f"{where}, field 'overrides.seed': seeds are chosen on the command line "
+                            "(gfl-repro run --seeds), not by a row")
         try:
             check_field(key, value)
         except ValueError as err:

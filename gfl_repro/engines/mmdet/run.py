@@ -35,8 +35,8 @@ from ...store import append_metrics, atomic_write_text, write_config, write_env,
 from ..metrics import (IterWindow, end_record, epoch_record, error_record, should_log, start_record,
                        step_info)
 from ..errors import NonFiniteLoss
-from ..environment import (SPEED_IMAGES, check_data, default_workers, device_name, environment, locate_data,
-                           pretrained_weights)
+from ..environment import (SPEED_IMAGES, check_data, default_workers, device_name, environment, evaluated_on,
+                           locate_data, pretrained_weights)
 from ..evaluation import coco_evaluate, detections_to_coco, time_per_call
 from .config import STOCK_CONFIGS, build_config, register_tiny_backbones, stock_name
 from .safe_load import UnsafeCheckpoint, refusal, weights_only_loading
@@ -231,7 +231,8 @@ def execute_mmdet(
     return write_result(
         run_dir, run_id=run_id, profile=profile, engine=ENGINE, toy_scale=PROFILES[profile].toy_scale,
         split=config.eval_split, stats=stats, ms_per_img=speed["ms_per_img"], fps=speed["fps"],
-        device=device_name(device), extra={"stock_config": STOCK_CONFIGS[name], "mmdet": mmdet.__version__},
+        device=device_name(device), extra={"stock_config": STOCK_CONFIGS[name], "mmdet": mmdet.__version__,
+                                           "evaluated_on": evaluated_on(config)},
     )
 
 

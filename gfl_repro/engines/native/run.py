@@ -10,8 +10,11 @@ corrupt).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from ... import distributed
 from ...datasets.coco import CocoDetection, build_loader
@@ -19,10 +22,10 @@ from ...models.detector import build_detector, check_supported
 from ...models.registry import DETECTORS
 from ...specs.profiles import PROFILES
 from ...specs.run_config import RunConfig
-from ...store import write_config, write_env, write_result
-from ..environment import (SPEED_IMAGES, check_data, default_workers, environment, locate_data, parse_device,
-                           pretrained_weights)
-from ..evaluation import evaluate, measure_speed
+from ...store import atomic_write_text, write_config, write_env, write_result
+from ..environment import (SPEED_IMAGES, TEST_DEV_DETECTIONS, DataPaths, check_data, default_workers, environment,
+                           evaluated_on, locate_data, parse_device, pretrained_weights)
+from ..evaluation import evaluate, measure_speed, predict_coco
 from .fit import fit
 from .rng import seed_everything
 
@@ -89,11 +92,27 @@ def execute_native(
     single = build_loader(val_set, batch_size=1, shuffle=False, num_workers=0)
     batches = [b for _, b in zip(range(SPEED_IMAGES), single)]
     speed = measure_speed(detector, batches, dev, warmup=min(5, len(batches)))
+    test_dev = write_test_dev_detections(detector, config, data, run_dir, dev, workers, progress, val_set.cat_ids)
     return write_result(
         run_dir, run_id=run_id, profile=profile, engine=ENGINE, toy_scale=PROFILES[profile].toy_scale,
         split=config.eval_split, stats=stats, ms_per_img=speed["ms_per_img"], fps=speed["fps"],
-        device=speed["device_name"],
+        device=speed["device_name"], extra={"evaluated_on": evaluated_on(config), "test_dev_detections": test_dev},
     )
+
+
+def write_test_dev_detections(detector, config: RunConfig, data: DataPaths, run_dir: Path, device: torch.device,
+                              workers: int, progress: bool, cat_ids: list[int]) -> str | None:
+    """For a test-dev row whose COCO root has test2017/ and its image info: the detections of
+    every test-dev image in the COCO results format (``detections_test-dev2017.json`` in the run
+    directory, for the evaluation server). Returns the file name, or None when not written."""
+    if config.eval_split != "test-dev" or data.test_dev_images is None:
+        return None
+    test_set = CocoDetection(data.test_dev_images, data.test_dev_info, train=False, scale=tuple(config.image_scale),
+                             keep_ratio=DETECTORS[config.detector].keep_ratio)
+    loader = build_loader(test_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False, num_workers=workers)
+    _, results = predict_coco(detector, loader, list(cat_ids), device, progress=progress)
+    atomic_write_text(Path(run_dir) / TEST_DEV_DETECTIONS, json.dumps(results))
+    return TEST_DEV_DETECTIONS
 
 
 __all__ = ["ENGINE", "execute_native"]
