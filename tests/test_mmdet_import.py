@@ -190,3 +190,23 @@ def test_allowed_getattr_reaches_only_history_buffer_statistics(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "meta": {"x": Probe()}}, tmp_path / "probe.pth")
     with pytest.raises(CheckpointImportError, match="refused"):
         load_mmdet_checkpoint(tmp_path / "probe.pth")
+
+
+@pytest.mark.parametrize("kind,label", [("retinanet", "RetinaNet"), ("foveabox", "FoveaBox"), ("ssd512", "SSD512")])
+def test_table1b_checkpoints_import(tmp_path, kind, label):
+    """RetinaNet, FoveaBox and SSD512 checkpoints under mmdet's names convert back to the
+    native detector exactly, and `import-mmdet` says which head it found."""
+    exp = load_catalogue()["table1b"]
+    torch.manual_seed(3)
+    source = build_detector(exp.resolve(exp.row(label), PROFILES["smoke"]), num_classes=6).eval()
+    mmdet_state = as_mmdet(source.state_dict(), kind)["state_dict"]
+    assert ("bbox_head.retina_cls.weight" in mmdet_state) == (kind == "retinanet")
+    assert ("bbox_head.conv_reg.weight" in mmdet_state) == (kind == "foveabox")
+    assert ("neck.l2_norm.weight" in mmdet_state) == (kind == "ssd512")
+    torch.save({"state_dict": mmdet_state, "meta": {"epoch": 12}}, tmp_path / "mmdet.pth")
+    result = CliRunner().invoke(cli, ["import-mmdet", str(tmp_path / "mmdet.pth"), "--out", str(tmp_path / "n.pth")])
+    assert result.exit_code == 0, result.output
+    assert f"{label} head, 6 classes" in result.output
+    target = build_detector(exp.resolve(exp.row(label), PROFILES["smoke"]), num_classes=6)
+    target.load_state_dict(torch.load(tmp_path / "n.pth", weights_only=True)["model"], strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(target.state_dict().values(), source.state_dict().values()))

@@ -114,20 +114,46 @@ def load_mmdet_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 def import_checkpoint(src: Path, dst: Path) -> dict[str, Any]:
-    """Convert ``src`` and save ``{"model": state_dict, "source": ...}`` to ``dst`` (weights_only-safe)."""
+    """Convert ``src`` and save ``{"model": state_dict, "source": ...}`` to ``dst`` (weights_only-safe);
+    what was converted: ``tensors``, the head ``kind`` and ``num_classes``."""
     from ...store import atomic_write
 
     dst = Path(dst)
     if dst.is_dir():
         raise CheckpointImportError(f"{dst} is a directory; give the path of the file to write")
-    state = convert_state_dict(load_mmdet_checkpoint(src))
+    source = load_mmdet_checkpoint(src)
+    state = convert_state_dict(source)
     payload = {"model": state, "source": str(src), "format": "gfl-repro native detector"}
     atomic_write(dst, lambda handle: torch.save(payload, handle))
-    head_keys = [k for k in state if k.startswith("head.")]
-    kind = "ATSS (centerness)" if any(k.startswith("head.quality_out") for k in head_keys) else "GFL"
-    bins = state["head.reg_out.weight"].shape[0] // 4 if "head.reg_out.weight" in state else None
-    return {"tensors": len(state), "kind": kind, "reg_channels_per_side": bins,
-            "num_classes": state["head.cls_out.weight"].shape[0] if "head.cls_out.weight" in state else None}
+    kind = head_kind(source)
+    return {"tensors": len(state), "kind": kind, "num_classes": _num_classes(state, kind)}
+
+
+def head_kind(mmdet_state: dict[str, torch.Tensor]) -> str:
+    """Which dense head an mmdet state dict holds, from its key names."""
+    keys = {k.removeprefix("module.") for k in mmdet_state}
+    names = {k.split(".")[1] for k in keys if k.startswith("bbox_head.")}
+    if "gfl_cls" in names:
+        return "GFL"
+    if "atss_cls" in names:
+        return "ATSS"
+    if "retina_cls" in names:
+        return "RetinaNet"
+    if "conv_centerness" in names:
+        return "FCOS"
+    if names & {"conv_cls", "fovea_cls"}:
+        return "FoveaBox"
+    if any(k.startswith("neck.l2_norm") for k in keys):
+        return "SSD512"
+    return "unknown"
+
+
+def _num_classes(state: dict[str, torch.Tensor], kind: str) -> int | None:
+    if "head.cls_out.weight" in state:  # RetinaNet: 9 anchors per location
+        return int(state["head.cls_out.weight"].shape[0]) // (9 if kind == "RetinaNet" else 1)
+    if "head.cls_convs.0.0.weight" in state:  # SSD: 4 anchors x (classes + background) at level 0
+        return int(state["head.cls_convs.0.0.weight"].shape[0]) // 4 - 1
+    return None
 
 
 def export_state_dict(state: dict[str, torch.Tensor], head_type: str = "gfl") -> dict[str, torch.Tensor]:
