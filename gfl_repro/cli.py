@@ -30,8 +30,8 @@ from .report.tables import FORMATS
 from .report.overview import describe_experiment, format_description, list_experiments
 from .specs.catalogue import (NoMatchingRow, UnknownName, default_experiments_dir, default_results_dir,
                               get_experiment, select, select_rows)
-from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile
-from .specs.run_config import ENGINES
+from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile, with_precision
+from .specs.run_config import ENGINES, PRECISIONS
 from .specs.spec import SpecError
 from .store import tables_dir
 
@@ -97,10 +97,11 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     click.echo(f"gfl-repro: warning: {' '.join(str(message).split())}", err=True)
 
 
-def _profile(name: str) -> Profile:
+def _profile(name: str, precision: str = "fp32") -> Profile:
+    """The named profile, its runs at ``precision`` (the global ``--precision``)."""
     if name not in PROFILES:
         raise UserError(str(UnknownName("profile", name, list(PROFILES))))
-    return PROFILES[name]
+    return with_precision(PROFILES[name], _choice("precision", precision, PRECISIONS))
 
 
 def _choice(what: str, name: str, choices: tuple[str, ...]) -> str:
@@ -185,17 +186,25 @@ def _repeat_options(obj: dict, profile: Profile, engine: str, seeds: int | None,
     default=None,
     help="Results root (default: $GFL_REPRO_RESULTS or the checkout's results/).",
 )
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    help="Arithmetic of training: fp32 (the paper's) or bf16 (bfloat16 autocast); part of each run's identity.",
+)
 @click.pass_context
-def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | None) -> None:
+def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | None, precision: str) -> None:
     """Reproduce the experiments of Generalized Focal Loss (Li et al., NeurIPS 2020)."""
     results = results_dir or default_results_dir()
     if results.exists() and not results.is_dir():
         raise UserError(f"results directory {results} is a file, not a directory")
-    given = [("--experiments-dir", experiments_dir), ("--results-dir", results_dir)]
+    given = [("--experiments-dir", experiments_dir), ("--results-dir", results_dir),
+             ("--precision", precision if precision != "fp32" else None)]
     ctx.obj = {
         "experiments": experiments_dir or default_experiments_dir(),
         "results": results,
         "global_flags": [word for flag, value in given if value is not None for word in (flag, str(value))],
+        "precision": precision,
     }
 
 
@@ -206,7 +215,7 @@ def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | No
 @click.pass_obj
 def list_command(obj: dict, profile_name: str, engine: str, seeds: int | None) -> None:
     """Every paper artifact with its rows and how many of its runs (rows x seeds) are done."""
-    profile = _profile(profile_name)
+    profile = _profile(profile_name, obj["precision"])
     engine = _engine(engine)
     seeds = _seeds(profile, seeds)
     summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"], engine, seeds)
@@ -230,7 +239,7 @@ def list_command(obj: dict, profile_name: str, engine: str, seeds: int | None) -
 def show_command(obj: dict, experiment: str, profile_name: str, engine: str, fmt: str, seeds: int | None,
                  row_patterns: tuple[str, ...]) -> None:
     """Rows, overrides, paper numbers, claims, run ids and state of one experiment."""
-    profile = _profile(profile_name)
+    profile = _profile(profile_name, obj["precision"])
     engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     exp = _guard(get_experiment, experiment, obj["experiments"])
@@ -259,7 +268,7 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
     from .report.claims import RULE
     from .report.tables import verdict_lines, write_tables
 
-    profile = _profile(profile_name)
+    profile = _profile(profile_name, obj["precision"])
     engine = _engine(engine)
     fmt = _format(fmt, FORMATS)
     if out is not None and out.exists() and not out.is_dir():
@@ -317,7 +326,7 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
     from .launch.run import LAUNCHERS, LaunchOptions, run
     from .launch.slurm import slurm_options
 
-    profile = _profile(profile_name)
+    profile = _profile(profile_name, obj["precision"])
     engine = _engine(engine)
     launcher = _choice("launcher", launcher, LAUNCHERS)
     if engine == "mmdet":
@@ -361,7 +370,7 @@ def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, e
     """State of every run (row x seed: missing / pending / running / done / failed), progress, AP, last error."""
     from .report.status import format_status, status_rows
 
-    profile = _profile(profile_name)
+    profile = _profile(profile_name, obj["precision"])
     engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     chosen = _chosen(obj, experiments, row_patterns)
@@ -388,7 +397,7 @@ def report_command(obj: dict, profile_name: str, engine: str, seeds: int | None,
     from .specs.catalogue import default_figures_dir
     from .store import profile_dir
 
-    profile = _profile(profile_name)
+    profile = _profile(profile_name, obj["precision"])
     engine = _engine(engine)
     out_dir = out or profile_dir(obj["results"], profile.name) / "report"
     global_flags = " ".join(shlex.quote(w) for w in obj.get("global_flags", []))

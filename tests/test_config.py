@@ -82,3 +82,15 @@ def test_resolution_follows_the_paper(catalogue):
     assert (fovea.focal_gamma, fovea.focal_alpha, fovea.quality) == (1.5, 0.4, "none")
     ssd = catalogue["table1b"].resolve(catalogue["table1b"].row("SSD512 + joint w/ QFL"), paper)
     assert (ssd.backbone, ssd.cls_loss, ssd.image_scale, ssd.epochs) == ("vgg16", "qfl", (512, 512), 120)
+
+
+def test_precision_is_part_of_the_run_identity_and_fp32_keeps_every_id(catalogue):
+    from gfl_repro.specs.profiles import with_precision
+
+    smoke = PROFILES["smoke"]
+    exp = catalogue["table3"]
+    fp32 = [rid for _, _, rid in exp.runs(with_precision(smoke, "fp32"))]
+    bf16 = exp.runs(with_precision(smoke, "bf16"))
+    assert fp32 == [rid for _, _, rid in exp.runs(smoke)]
+    assert all(c.precision == "bf16" for _, c, _ in bf16) and not set(fp32) & {rid for _, _, rid in bf16}
+    assert "bf16 training" in with_precision(smoke, "bf16").label and "bf16" not in smoke.label

@@ -250,3 +250,8 @@ def test_select_rows_by_substring(catalogue):
     assert [c.text for c in both[0].claims] == ["ATSS + QFL + DFL > ATSS + QFL (AP)"]
     with pytest.raises(NoMatchingRow, match="no row matches --row 'GFL R-50'; close: 'GFL \\(ours\\) R-50'"):
         select_rows([catalogue["table4"]], ["GFL R-50"])
+
+
+def test_a_row_cannot_choose_the_precision(tmp_path):
+    with pytest.raises(SpecError, match="field 'overrides.precision': the precision is chosen on the command line"):
+        load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "r"\noverrides = { precision = "bf16" }\n'))

@@ -7,6 +7,7 @@ synthetic data; ``paper`` is the paper's setting on COCO 2017.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -27,7 +28,9 @@ class Profile:
 
     @property
     def label(self) -> str:
-        return f"{self.name} profile (toy scale, synthetic data)" if self.toy_scale else f"{self.name} profile"
+        name = f"{self.name} profile (toy scale, synthetic data)" if self.toy_scale else f"{self.name} profile"
+        precision = self.overrides.get("precision", "fp32")
+        return name if precision == "fp32" else f"{name}, {precision} training"
 
 
 PAPER = Profile(
@@ -83,3 +86,11 @@ def apply_profile(settings: dict[str, Any], profile: Profile, keep: Iterable[str
     if "lr_steps" not in keep:
         out["lr_steps"] = steps
     return out
+
+
+def with_precision(profile: Profile, precision: str) -> Profile:
+    """``profile`` whose runs train at ``precision`` (``fp32``, the paper's, or ``bf16``): the
+    precision is part of each run's identity, so both sets of results sit side by side."""
+    if precision == "fp32":
+        return profile
+    return dataclasses.replace(profile, overrides={**profile.overrides, "precision": precision})

@@ -29,6 +29,7 @@ SPLITS = ("minival", "test-dev")
 DATASETS = ("coco2017", "synthetic")
 BACKBONE_SCALES = ("full", "tiny")
 ENGINES = ("native", "mmdet")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class RunConfig:
     synth_val: int = 0
     # --- which implementation trains it (chosen by `run --engine`, never by a spec row) -----
     engine: str = "native"  # "mmdet": mmdetection 3.3 itself, for the rows its stock heads express
+    # --- arithmetic of training and inference (chosen by `--precision`, never by a spec row) --
+    precision: str = "fp32"  # the paper's and mmdet's; "bf16": bfloat16 autocast of the training forward pass
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -132,6 +135,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS,
     "backbone_scale": BACKBONE_SCALES,
     "engine": ENGINES,
+    "precision": PRECISIONS,
 }
 
 
@@ -259,4 +263,4 @@ def check_consistency(config: RunConfig) -> None:
                          f"and {config.synth_val}")
 
 
-__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "ENGINES", "FIELD_TYPES", "RANGES"]
+__all__ = ["RunConfig", "run_id", "check_field", "check_consistency", "CHOICES", "ENGINES", "PRECISIONS", "FIELD_TYPES", "RANGES"]

@@ -413,6 +413,9 @@ def _parse_row(
         if key == "engine":
             raise SpecError(f"{where}, field 'overrides.engine': the engine is chosen on the command line "
                             "(gfl-repro run --engine), not by a row")
+        if key == "precision":
+            raise SpecError(f"{where}, field 'overrides.precision': the precision is chosen on the command line "
+                            "(gfl-repro --precision), not by a row")
         if key == "seed":
             raise SpecError(f"{where}, field 'overrides.seed': seeds are chosen on the command line "
                             "(gfl-repro run --seeds), not by a row")

@@ -74,6 +74,9 @@ class NeedsNativeEngine(ValueError):
 
 def stock_name(config: RunConfig) -> str:
     """The key of :data:`STOCK_CONFIGS` that expresses ``config``; raises :class:`NeedsNativeEngine`."""
+    if config.precision != "fp32":
+        raise NeedsNativeEngine(f"needs the native engine (precision {config.precision} is the native engine's; "
+                                "mmdet's runs train in fp32)")
     method = (config.quality, config.cls_loss, config.box, config.box_loss)
     if config.detector == "atss":
         names = ("gfl", "atss")

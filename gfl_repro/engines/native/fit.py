@@ -50,7 +50,7 @@ def fit(
         checkpoint_interval: also checkpoint every this many global iterations.
         on_iteration: called after every optimiser step with a dict ``epoch``, ``iter``,
             ``iteration`` (0-based), ``lr``, each loss part and ``loss`` (floats).
-        amp: bf16 autocast for the forward pass on CUDA; ignored on other devices.
+        amp: bfloat16 autocast of the forward pass (a run with ``precision = "bf16"``).
         grad_clip: clip the global gradient L2 norm to this value (GFL uses none).
         should_stop: polled after every iteration; when it returns True the state after that
             iteration is checkpointed and fit returns (for preemption signals).

@@ -33,9 +33,10 @@ uninterrupted one bit for bit (tested). Requirements on the caller for this:
 GPU determinism: the checkpoint restores the CUDA generator too, so a resumed GPU run continues
 the same random stream, but GPU runs are *not* bit-reproducible: cuDNN algorithm choice and
 atomics in backward kernels (scatter/index add, interpolation, deformable conv, ...) change the
-float summation order from run to run. With ``amp=True`` on CUDA the forward pass runs under
-``torch.autocast(dtype=torch.bfloat16)`` (no loss scaling is needed for bf16); the loss parts are
-summed in float32. ``amp`` is ignored on CPU. On CPU results can also depend on the number of
+float summation order from run to run. With ``amp=True`` (a run whose ``precision`` is ``bf16``)
+the forward pass runs under ``torch.autocast(dtype=torch.bfloat16)`` on the training device
+(no loss scaling is needed for bf16); the loss parts are summed in float32. The default, and the
+paper's, is fp32 throughout. On CPU results can also depend on the number of
 threads of the BLAS / oneDNN backend; resume on the same machine and thread count.
 """
 
@@ -159,7 +160,7 @@ class Trainer:
         self.epochs = config.epochs if epochs is None else int(epochs)
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        self.amp = bool(amp) and self.device.type == "cuda"
+        self.amp = bool(amp)
         self.grad_clip = grad_clip
         self.make_loader = make_loader
         self.model = model.to(self.device)
@@ -228,7 +229,7 @@ class Trainer:
             group["lr"] = group["initial_lr"] * scale
         images, targets = to_device(batch, self.device)
         self.optimizer.zero_grad(set_to_none=True)
-        with (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()):
+        with (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()):
             parts = loss_parts(self.model.loss(images, targets))
         total = torch.stack(list(parts.values())).sum()
         if total.requires_grad:

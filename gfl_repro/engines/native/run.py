@@ -82,7 +82,7 @@ def execute_native(
         return loader
 
     finished = fit(model, make_loader, config, run_dir, device=dev, progress=progress, should_stop=should_stop,
-                   amp=dev.type == "cuda", checkpoint_interval=checkpoint_interval)
+                   amp=config.precision == "bf16", checkpoint_interval=checkpoint_interval)
     if rank != 0 or not finished:
         return None  # other ranks stop here; or interrupted by should_stop (the checkpoint resumes it)
 
