@@ -1,0 +1,278 @@
+"""Benchmark (not a test): the native engine beside mmdetection 3.3 on the same work.
+
+    .venv/bin/python benchmarks/side_by_side.py [--device cpu|cuda] [--configs smoke r50]
+        [--parts train infer assign memory] [--pairs 7] [--channels-last]
+
+For each configuration (the smoke profile's GFL: tiny ResNet-50, batch 8 at 192×160; the
+paper's GFL R-50: batch 2 at 1333×800) it builds mmdet's model from the same spec
+(``gfl_repro.engines.mmdet.config``), converts its random weights into the native detector, and
+first checks that both compute the same losses (1e-5 relative) and the same detections; only
+then it times interleaved pairs and prints medians and the median of the per-pair ratios
+mmdet / native (> 1: native faster):
+
+* ``train``: one training step (forward, loss, backward, SGD step) on the same batch;
+* ``infer``: inference with post-processing at batch 1 and batched;
+* ``assign``: ATSS assignment of the anchors of a 1344×800 image with 20 and 100 GTs;
+* ``memory``: peak memory of a train step and of inference, each engine in a fresh process
+  (maximum resident set on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+
+Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
+per image: the numbers measure the models, not the data pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gfl_repro.specs.profiles import PROFILES, apply_profile
+from gfl_repro.specs.recipes import RECIPES
+from gfl_repro.specs.run_config import RunConfig
+
+CONFIGS = {"smoke": dict(profile="smoke", batch=8, size=(160, 192)),
+           "r50": dict(profile="paper", batch=2, size=(800, 1344))}
+NUM_CLASSES = 80
+
+
+def gfl_config(profile: str) -> RunConfig:
+    settings = apply_profile(dict(RECIPES["gfl"]), PROFILES[profile])
+    return RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
+def build_pair(config: RunConfig, device: torch.device, channels_last: bool = False):
+    """(native detector, mmdet detector) with the same random weights, in train mode."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from gfl_repro.engines.mmdet.config import build_config, register_tiny_backbones
+    from gfl_repro.engines.mmdet.convert import convert_state_dict
+    from gfl_repro.models.detector import build_detector
+
+    register_all_modules(init_default_scope=True)
+    register_tiny_backbones()
+    cfg = build_config(config, classes=[str(i) for i in range(NUM_CLASSES)], train_images=Path("/none"),
+                       train_annotations=Path("/none.json"), val_images=Path("/none"),
+                       val_annotations=Path("/none.json"), work_dir=Path("/tmp/gfl-bench"))
+    torch.manual_seed(0)
+    theirs = MODELS.build(cfg.model)
+    with torch.no_grad():
+        theirs.bbox_head.gfl_cls.bias.fill_(-2.0)  # enough detections above the score threshold
+    ours = build_detector(config, num_classes=NUM_CLASSES)
+    ours.load_state_dict(convert_state_dict(theirs.state_dict()), strict=True)
+    ours, theirs = ours.to(device).train(), theirs.to(device).train()
+    if channels_last:
+        ours = ours.to(memory_format=torch.channels_last)
+    return ours, theirs
+
+
+def fake_batch(batch: int, height: int, width: int, device: torch.device, seed: int = 0):
+    """Images, native targets and mmdet data samples for the same boxes."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, height, width, generator=g).to(device)
+    targets, samples = [], []
+    for _ in range(batch):
+        xy = torch.rand(6, 2, generator=g) * torch.tensor([width * 0.7, height * 0.7])
+        wh = 16 + torch.rand(6, 2, generator=g) * torch.tensor([width * 0.3, height * 0.3])
+        boxes = torch.cat([xy, xy + wh], 1).to(device)
+        labels = torch.randint(0, NUM_CLASSES, (6,), generator=g).to(device)
+        meta = {"img_shape": (height, width), "ori_shape": (height, width), "scale_factor": (1.0, 1.0),
+                "pad_shape": (height, width), "batch_input_shape": (height, width)}
+        targets.append({"boxes": boxes, "labels": labels, **meta})
+        sample = DetDataSample(metainfo=meta)
+        sample.gt_instances = InstanceData(bboxes=boxes, labels=labels)
+        sample.ignored_instances = InstanceData(bboxes=boxes.new_zeros(0, 4))
+        samples.append(sample)
+    return images, targets, samples
+
+
+def losses(ours, theirs, images, targets, samples) -> tuple[dict, dict]:
+    mine = {k: float(v.detach()) for k, v in ours.loss(images, targets).items()}
+    raw = theirs.loss(images, samples)
+    other = {k: float((sum(v) if isinstance(v, (list, tuple)) else v).detach()) for k, v in raw.items()}
+    return mine, other
+
+
+def check_same(ours, theirs, images, targets, samples) -> str:
+    """Both engines compute the same losses and detections (raises otherwise); a summary line."""
+    mine, other = losses(ours, theirs, images, targets, samples)
+    for name, value in mine.items():
+        if abs(value - other[name]) > 1e-5 * max(abs(other[name]), 1e-3):
+            raise AssertionError(f"loss {name}: native {value} vs mmdet {other[name]}")
+    ours.eval(), theirs.eval()
+    with torch.no_grad():
+        a = ours.predict(images[:1], targets[:1])[0]
+        b = theirs.predict(images[:1], samples[:1], rescale=True)[0].pred_instances
+    ours.train(), theirs.train()
+    if len(a["scores"]) != len(b.scores) or not torch.allclose(a["scores"], b.scores, rtol=1e-5, atol=1e-6):
+        raise AssertionError("detections differ")
+    worst = max(abs(v - other[k]) / max(abs(other[k]), 1e-12) for k, v in mine.items())
+    return f"same losses (worst rel. diff {worst:.1e}) and {len(a['scores'])} identical detections"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def interleave(step_ours, step_theirs, device, pairs: int, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        step_ours(), step_theirs()
+    ours, theirs = [], []
+    for _ in range(pairs):
+        ours.append(timed(step_ours, device))
+        theirs.append(timed(step_theirs, device))
+    ratios = [t / o for o, t in zip(ours, theirs)]
+    return {"native_ms": 1000 * statistics.median(ours), "mmdet_ms": 1000 * statistics.median(theirs),
+            "ratio": statistics.median(ratios)}
+
+
+def train_steps(ours, theirs, images, targets, samples):
+    opt_a = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    opt_b = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, momentum=0.9,
+                            weight_decay=1e-4)
+
+    def step_ours():
+        opt_a.zero_grad(set_to_none=True)
+        sum(ours.loss(images, targets).values()).backward()
+        opt_a.step()
+
+    def step_theirs():
+        opt_b.zero_grad(set_to_none=True)
+        total, _ = theirs.parse_losses(theirs.loss(images, samples))
+        total.backward()
+        opt_b.step()
+
+    return step_ours, step_theirs
+
+
+def infer_steps(ours, theirs, images, targets, samples, batch: int):
+    def step_ours():
+        with torch.no_grad():
+            ours.predict(images[:batch], targets[:batch])
+
+    def step_theirs():
+        with torch.no_grad():
+            theirs.predict(images[:batch], samples[:batch], rescale=True)
+
+    return step_ours, step_theirs
+
+
+def assign_steps(gts: int, device):
+    from mmdet.models.task_modules.assigners import ATSSAssigner
+    from mmengine.structures import InstanceData
+
+    from gfl_repro.models.assigners.atss import atss_assign
+    from gfl_repro.models.priors import grid_anchors
+
+    sizes = [(-(-800 // s), -(-1344 // s)) for s in (8, 16, 32, 64, 128)]
+    levels = [a.to(device) for a in grid_anchors(sizes, (8, 16, 32, 64, 128), 8)]
+    anchors, counts = torch.cat(levels), [len(a) for a in levels]
+    g = torch.Generator().manual_seed(gts)
+    xy = torch.rand(gts, 2, generator=g) * torch.tensor([1000.0, 600.0])
+    boxes = torch.cat([xy, xy + 16 + torch.rand(gts, 2, generator=g) * 300], 1).to(device)
+    labels = torch.randint(0, NUM_CLASSES, (gts,), generator=g).to(device)
+    assigner = ATSSAssigner(topk=9)
+    priors, gt = InstanceData(priors=anchors), InstanceData(bboxes=boxes, labels=labels)
+    return (lambda: atss_assign(anchors, counts, boxes, labels)), (lambda: assigner.assign(priors, counts, gt))
+
+
+def memory_child(engine: str, part: str, name: str, device: str, channels_last: bool) -> None:
+    """In a fresh process: one step of ``part`` with ``engine``; print the peak memory in MB."""
+    dev = torch.device(device)
+    spec = CONFIGS[name]
+    ours, theirs = build_pair(gfl_config(spec["profile"]), dev, channels_last)
+    images, targets, samples = fake_batch(spec["batch"], *spec["size"], dev)
+    model, other = (ours, theirs) if engine == "native" else (theirs, ours)
+    del other
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if part == "train":
+        fn = train_steps(ours, theirs, images, targets, samples)[0 if engine == "native" else 1]
+    else:
+        model.eval()
+        fn = infer_steps(ours, theirs, images, targets, samples, 1)[0 if engine == "native" else 1]
+    fn()
+    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps({"peak_mb": peak, "before_mb": before / 1024}))
+
+
+def memory_pair(part: str, name: str, device: str, channels_last: bool) -> dict:
+    out = {}
+    for engine in ("native", "mmdet"):
+        cmd = [sys.executable, __file__, "--memory-child", engine, part, name, "--device", device]
+        if channels_last:
+            cmd.append("--channels-last")
+        result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        out[engine] = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
+    return {"native_mb": out["native"], "mmdet_mb": out["mmdet"], "ratio": out["mmdet"] / out["native"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--parts", nargs="+", default=["train", "infer", "assign", "memory"],
+                        choices=["train", "infer", "assign", "memory"])
+    parser.add_argument("--pairs", type=int, default=7, help="interleaved timing pairs (3 for r50 on CPU)")
+    parser.add_argument("--channels-last", action="store_true", help="the native model in channels_last")
+    parser.add_argument("--memory-child", nargs=3, metavar=("ENGINE", "PART", "CONFIG"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child, args.device, args.channels_last)
+        return
+    device = torch.device(args.device)
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'config':<7} {'what':<24} {'native':>12} {'mmdet':>12} {'mmdet/native':>13}")
+    for name in args.configs:
+        spec = CONFIGS[name]
+        pairs = args.pairs if name == "smoke" or device.type == "cuda" else min(args.pairs, 3)
+        ours, theirs = build_pair(gfl_config(spec["profile"]), device, args.channels_last)
+        images, targets, samples = fake_batch(spec["batch"], *spec["size"], device)
+        print(f"{name:<7} check: {check_same(ours, theirs, images, targets, samples)}")
+        rows = []
+        if "train" in args.parts:
+            rows.append(("train step", interleave(*train_steps(ours, theirs, images, targets, samples), device, pairs)))
+        if "infer" in args.parts:
+            ours.eval(), theirs.eval()
+            for batch in (1, spec["batch"]):
+                rows.append((f"inference batch {batch}", interleave(
+                    *infer_steps(ours, theirs, images, targets, samples, batch), device, pairs)))
+            ours.train(), theirs.train()
+        for what, r in rows:
+            print(f"{name:<7} {what:<24} {r['native_ms']:>9.1f} ms {r['mmdet_ms']:>9.1f} ms {r['ratio']:>12.2f}x")
+        if "memory" in args.parts:
+            for part in ("train", "infer"):
+                r = memory_pair(part, name, args.device, args.channels_last)
+                print(f"{name:<7} {'peak memory ' + part:<24} {r['native_mb']:>9.0f} MB {r['mmdet_mb']:>9.0f} MB "
+                      f"{r['ratio']:>12.2f}x")
+    if "assign" in args.parts:
+        for gts in (20, 100):
+            r = interleave(*assign_steps(gts, device), device, args.pairs)
+            print(f"{'1344x800':<7} {f'ATSS assign, {gts} GTs':<24} {r['native_ms']:>9.1f} ms {r['mmdet_ms']:>9.1f} ms "
+                  f"{r['ratio']:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
