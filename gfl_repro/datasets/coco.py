@@ -124,12 +124,14 @@ class CocoDetection(Dataset):
     train=True: filtered as mmdet (``filter_empty_gt``, ``min_size``), resize to ``scale``
     (or multi-scale over ``multiscale_range``), flip with ``flip_prob``.  train=False: all
     images, resize to ``scale``, no flip.  Order of images = order in the json (as mmdet).
-    ``keep_ratio=False`` resizes to exactly ``scale`` = (w, h) (SSD's fixed square input).
+    ``keep_ratio=False`` resizes to exactly ``scale`` = (w, h) (SSD's fixed square input);
+    ``augment="ssd"`` adds SSD's expansion, min-IoU crop and photometric distortion in training.
     """
 
     def __init__(self, image_dir: str | os.PathLike, ann_file: str | os.PathLike, train: bool,
                  scale: Scale = (1333, 800), multiscale_range=None, flip_prob: float = 0.5,
-                 seed: int = 0, filter_empty_gt: bool = True, min_size: int = 32, keep_ratio: bool = True):
+                 seed: int = 0, filter_empty_gt: bool = True, min_size: int = 32, keep_ratio: bool = True,
+                 augment: str = "flip"):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.train = train
@@ -144,7 +146,7 @@ class CocoDetection(Dataset):
             img_ids = filter_images(self.coco, img_ids, self.cat_ids, filter_empty_gt, min_size)
         self.img_ids: list[int] = img_ids
         self.multiscale = _normalise_multiscale(multiscale_range, scale) if train else None
-        self.pipeline = build_pipeline(train, scale, self.multiscale, flip_prob, keep_ratio)
+        self.pipeline = build_pipeline(train, scale, self.multiscale, flip_prob, keep_ratio, augment)
 
     def __len__(self) -> int:
         return len(self.img_ids)

@@ -64,6 +64,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "box_loss": "smooth_l1",
         "box_loss_weight": 1.0,
         "image_scale": [512, 512],
+        "augment": "ssd",
         "schedule": "ssd_120e",
         "batch_size": 64,
         "base_lr": 0.002,

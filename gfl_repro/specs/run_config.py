@@ -30,6 +30,7 @@ DATASETS = ("coco2017", "synthetic")
 BACKBONE_SCALES = ("full", "tiny")
 ENGINES = ("native", "mmdet")
 PRECISIONS = ("fp32", "bf16")
+AUGMENTATIONS = ("flip", "ssd")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class RunConfig:
     image_scale: tuple[int, int] = (1333, 800)  # (long side max, short side)
     multiscale: bool = False
     multiscale_short: tuple[int, int] = (480, 800)  # short side range when multiscale
+    augment: str = "flip"  # training augmentation: "flip" (GFL's), "ssd" (SSD512's expand + crop + colour)
     schedule: str = "1x"
     epochs: int = 12
     lr_steps: tuple[int, ...] = (8, 11)
@@ -136,6 +138,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "backbone_scale": BACKBONE_SCALES,
     "engine": ENGINES,
     "precision": PRECISIONS,
+    "augment": AUGMENTATIONS,
 }
 
 

@@ -74,6 +74,10 @@ class NeedsNativeEngine(ValueError):
 
 def stock_name(config: RunConfig) -> str:
     """The key of :data:`STOCK_CONFIGS` that expresses ``config``; raises :class:`NeedsNativeEngine`."""
+    stock_augment = "ssd" if config.detector == "ssd512" else "flip"
+    if config.augment != stock_augment:
+        raise NeedsNativeEngine(f"needs the native engine (stock mmdet's {config.detector} trains with augment = "
+                                f"{stock_augment!r}, this row with {config.augment!r})")
     if config.precision != "fp32":
         raise NeedsNativeEngine(f"needs the native engine (precision {config.precision} is the native engine's; "
                                 "mmdet's runs train in fp32)")

@@ -67,7 +67,7 @@ def execute_native(
     train_set = CocoDetection(
         data.train_images, data.train_annotations, train=True, scale=scale,
         multiscale_range=tuple(config.multiscale_short) if config.multiscale else None, seed=config.seed,
-        keep_ratio=keep_ratio,
+        keep_ratio=keep_ratio, augment=config.augment,
     )
     val_set = CocoDetection(data.val_images, data.val_annotations, train=False, scale=scale, keep_ratio=keep_ratio)
     seed_everything(config.seed)  # the initial weights are part of the run's identity
