@@ -24,7 +24,7 @@ from ..box_representation import BoxNorm
 from ..coders import Frame
 from ..losses import centerness_target
 from ..priors import anchor_centers, grid_anchors
-from .base import DenseHead, HeadOutputs, Targets
+from .base import DenseHead, Targets
 
 
 class ATSSHead(DenseHead):
@@ -38,9 +38,8 @@ class ATSSHead(DenseHead):
     def build(cls, config, spec, quality, box) -> "ATSSHead":
         return cls(spec, quality, box, atss_topk=config.atss_topk)
 
-    def priors(self, outputs: HeadOutputs) -> list[Tensor]:
-        sizes = [tuple(x.shape[-2:]) for x in outputs.cls]
-        return grid_anchors(sizes, self.strides, self.anchor_scale, device=outputs.cls[0].device)
+    def make_priors(self, sizes, device) -> list[Tensor]:
+        return grid_anchors(sizes, self.strides, self.anchor_scale, device=device)
 
     @torch.no_grad()
     def assign(self, level_anchors: list[Tensor], gt: list[dict], sizes=None) -> Targets:

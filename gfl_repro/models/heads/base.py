@@ -172,6 +172,17 @@ class DenseHead(nn.Module):
     # ------------------------------------------------------------------------- per detector
 
     def priors(self, outputs: HeadOutputs) -> list[Tensor]:
+        """The priors of each level for these outputs' feature-map sizes (computed once per
+        size and device, then reused: callers never modify them in place)."""
+        sizes = tuple(tuple(x.shape[-2:]) for x in outputs.cls)
+        key = (sizes, str(outputs.cls[0].device))
+        cache = self.__dict__.setdefault("_prior_cache", {})
+        if key not in cache:
+            cache[key] = self.make_priors(list(sizes), outputs.cls[0].device)
+        return cache[key]
+
+    def make_priors(self, sizes: list[tuple[int, int]], device: torch.device) -> list[Tensor]:
+        """Anchors ``(N_l, 4)`` or points ``(N_l, 2)`` of each level of feature-map ``sizes``."""
         raise NotImplementedError
 
     def assign(self, priors: list[Tensor], gt: list[dict], sizes: list[tuple[int, int]]) -> Targets:

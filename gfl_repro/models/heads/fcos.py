@@ -26,7 +26,7 @@ from ..box_representation import BoxNorm
 from ..coders import Frame
 from ..losses import centerness_from_distances
 from ..priors import points as grid_points
-from .base import DenseHead, HeadOutputs, Targets
+from .base import DenseHead, Targets
 
 
 class FCOSHead(DenseHead):
@@ -34,9 +34,8 @@ class FCOSHead(DenseHead):
     regress_ranges = REGRESS_RANGES
     center_sample_radius = 1.5
 
-    def priors(self, outputs: HeadOutputs) -> list[Tensor]:
-        sizes = [tuple(x.shape[-2:]) for x in outputs.cls]
-        return grid_points(sizes, self.strides, offset=0.5, device=outputs.cls[0].device)
+    def make_priors(self, sizes, device) -> list[Tensor]:
+        return grid_points(sizes, self.strides, offset=0.5, device=device)
 
     @torch.no_grad()
     def assign(self, level_points: list[Tensor], gt: list[dict], sizes=None) -> Targets:

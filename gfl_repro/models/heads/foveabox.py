@@ -20,7 +20,7 @@ from ..box_representation import BoxNorm
 from ..coders import Frame
 from ..losses import centerness_target
 from ..priors import points as grid_points
-from .base import DenseHead, HeadOutputs, Targets
+from .base import DenseHead, Targets
 
 
 class FoveaBoxHead(DenseHead):
@@ -29,9 +29,8 @@ class FoveaBoxHead(DenseHead):
     quality_weights_boxes = False
     base_edges = BASE_EDGES
 
-    def priors(self, outputs: HeadOutputs) -> list[Tensor]:
-        sizes = [tuple(x.shape[-2:]) for x in outputs.cls]
-        return grid_points(sizes, self.strides, offset=0.5, device=outputs.cls[0].device)
+    def make_priors(self, sizes, device) -> list[Tensor]:
+        return grid_points(sizes, self.strides, offset=0.5, device=device)
 
     @torch.no_grad()
     def assign(self, level_points: list[Tensor], gt: list[dict], sizes: list[tuple[int, int]]) -> Targets:

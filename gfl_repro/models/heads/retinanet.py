@@ -21,7 +21,7 @@ from ..box_representation import BoxNorm
 from ..coders import Frame
 from ..losses import centerness_target
 from ..priors import anchor_centers, retina_base_anchors, shift_anchors, valid_flags_single
-from .base import DenseHead, HeadOutputs, Targets
+from .base import DenseHead, Targets
 
 
 class RetinaNetHead(DenseHead):
@@ -31,10 +31,9 @@ class RetinaNetHead(DenseHead):
     quality_weights_boxes = False
     octave_base_scale = 4.0
 
-    def priors(self, outputs: HeadOutputs) -> list[Tensor]:
-        device = outputs.cls[0].device
-        return [shift_anchors(retina_base_anchors(s, self.octave_base_scale), x.shape[-2:], s, device=device)
-                for x, s in zip(outputs.cls, self.strides)]
+    def make_priors(self, sizes, device) -> list[Tensor]:
+        return [shift_anchors(retina_base_anchors(s, self.octave_base_scale), size, s, device=device)
+                for size, s in zip(sizes, self.strides)]
 
     def valid(self, sizes: list[tuple[int, int]], pad_shape, device) -> Tensor:
         """Anchors whose cell lies inside the image's padded area (mmdet ``valid_flags``)."""

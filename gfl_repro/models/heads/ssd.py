@@ -71,14 +71,11 @@ class SSDHead(DenseHead):
         reg = [self.box.activate(conv(x).float()) for conv, x in zip(self.reg_convs, feats)]
         return HeadOutputs(cls, reg, None)
 
-    def level_strides(self, outputs: HeadOutputs) -> list[float]:
-        """``input / feature width`` per level: 8, 16, …, 512 at 512 px, as mmdet's config."""
-        return [self.input_size / x.shape[-1] for x in outputs.cls]
-
-    def priors(self, outputs: HeadOutputs) -> list[Tensor]:
-        device = outputs.cls[0].device
-        return [shift_anchors(ssd_base_anchors(level, s, self.input_size), x.shape[-2:], s, device=device)
-                for level, (x, s) in enumerate(zip(outputs.cls, self.level_strides(outputs)))]
+    def make_priors(self, sizes, device) -> list[Tensor]:
+        """Anchors at strides ``input / feature width``: 8, 16, …, 512 at 512 px, as mmdet's config."""
+        strides = [self.input_size / w for _, w in sizes]
+        return [shift_anchors(ssd_base_anchors(level, s, self.input_size), size, s, device=device)
+                for level, (size, s) in enumerate(zip(sizes, strides))]
 
     @torch.no_grad()
     def assign(self, level_anchors: list[Tensor], gt: list[dict], sizes: list[tuple[int, int]]) -> Targets:
