@@ -15,7 +15,8 @@ import click
 from . import __version__
 from .report.collect import FORMATS, collect_table, render
 from .report.overview import describe_experiment, format_description, list_experiments
-from .specs.catalogue import UnknownName, default_experiments_dir, default_results_dir, get_experiment, select
+from .specs.catalogue import (UnknownName, default_experiments_dir, default_results_dir, get_experiment, load_catalogue,
+                              select, select_with_uses)
 from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile
 from .specs.run_config import ENGINES
 from .specs.spec import SpecError
@@ -224,16 +225,20 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
                             "available")
     if max_parallel is not None and max_parallel < 1:
         raise UserError(f"--max-parallel must be >= 1, got {max_parallel}")
-    chosen = _guard(select, experiments, obj["experiments"])
+    chosen = _guard(select_with_uses, experiments, obj["experiments"])
     plan = _guard(plan_runs, chosen, profile, engine)
     for item in plan.unsupported:
         click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
+    figures = [e for e in chosen if e.kind == "figure"]
     try:
         options = LaunchOptions(
             launcher=launcher, dry_run=dry_run, retry=retry, data_root=data_root, device=device,
             max_parallel=max_parallel, progress=not quiet,
             slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
-        run(plan, profile, obj["results"], options, echo=click.echo)
+        if plan.runs or plan.unsupported or not figures:  # a figure of analytic panels only trains nothing
+            run(plan, profile, obj["results"], options, echo=click.echo)
+        if not dry_run:
+            _compute_analyses(figures, profile, obj["results"], data_root, device)
     except (DataError, LaunchError) as err:
         raise UserError(str(err)) from None
     except NonFiniteLoss as err:
@@ -242,7 +247,64 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
         return
     flags = f"--profile {profile.name}" + (f" --engine {engine}" if engine != "native" else "")
     click.echo(f"status:  gfl-repro status {' '.join(experiments)} {flags}")
-    click.echo(f"tables:  gfl-repro collect {' '.join(experiments)} {flags}")
+    tables = [e.id for e in chosen if e.id in experiments and e.kind == "table"]
+    if tables:
+        click.echo(f"tables:  gfl-repro collect {' '.join(tables)} {flags}")
+    if figures:
+        click.echo(f"figures: gfl-repro plot {' '.join(e.id for e in figures)} --profile {profile.name}")
+
+
+def _compute_analyses(figures: list, profile: Profile, results_root: Path, data_root: Path | None,
+                      device: str | None) -> None:
+    """After training: the data of the figures' analyses that need a trained run or the training set."""
+    from .analysis import AnalysisError, compute_analyses
+
+    for exp in figures:
+        try:
+            for line in compute_analyses(exp, profile, results_root, data_root=data_root, device=device):
+                click.echo(f"analysis: {line}")
+        except AnalysisError as err:
+            raise UserError(str(err)) from None
+
+
+@cli.command("plot")
+@click.argument("figures", nargs=-1)
+@profile_option
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: figures/<profile>/ of the checkout).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="COCO 2017 root for Fig. 5(c)'s assignment pass (paper profile); default $GFL_REPRO_COCO.")
+@click.pass_obj
+def plot_command(obj: dict, figures: tuple[str, ...], profile_name: str, out: Path | None,
+                 data_root: Path | None) -> int:
+    """Draw FIGURES (all figures when none is named) as PNG + PDF + CSV from the runs' files."""
+    from .analysis import AnalysisError, NotReady
+    from .engines.environment import DataError
+    from .report.figures import default_figures_dir, plot_experiment
+
+    profile = _profile(profile_name)
+    chosen = _guard(select, figures, obj["experiments"])
+    tables = [e.id for e in chosen if e.kind != "figure"]
+    if figures and tables:
+        raise UserError(f"{', '.join(tables)} is a table, not a figure; use `gfl-repro collect {tables[0]}`")
+    catalogue = _guard(load_catalogue, obj["experiments"])
+    out_dir = out or default_figures_dir(profile)
+    not_ready = []
+    for exp in (e for e in chosen if e.kind == "figure"):
+        try:
+            plotted = plot_experiment(exp, profile, obj["results"], out_dir, catalogue, data_root)
+        except NotReady as err:
+            not_ready.append(str(err))
+            continue
+        except (AnalysisError, DataError) as err:
+            raise UserError(str(err)) from None
+        for item in plotted:
+            click.echo(f"{item.experiment} {item.artifact}: {', '.join(str(p) for p in item.files)}")
+            for note in item.notes:
+                click.echo(f"  {note}")
+    for line in not_ready:
+        click.echo(f"gfl-repro: error: {line}", err=True)
+    return 1 if not_ready else 0
 
 
 @cli.command("status")
