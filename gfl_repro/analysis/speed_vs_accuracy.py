@@ -1,12 +1,14 @@
 """Fig. 7: speed (ms per image) against AP — the paper's points for every method of Table 4 and
 this reproduction's Table 4 runs, read from their result files.
 
-Paper points: ``ms = 1000 / FPS`` of the row as printed; a row whose FPS the paper prints as
+Paper points: ``ms = 1000 / FPS`` of the row as printed (a single RTX 2080Ti at batch 1, or
+the speed the paper quotes from SAPD); a row whose FPS the paper prints as
 "n/a" has no speed and cannot be placed (``placed`` is false, ``note`` says why). Our points:
 the run's AP and its measured ``ms_per_img``, labelled with the device it was timed on.
 
 Table columns: ``source`` ("paper" / "ours"), ``method``, ``backbone``, ``ms``, ``AP``,
-``fps``, ``device``, ``run_id``, ``placed``, ``note``.
+``fps``, ``device``, ``run_id``, ``placed``, ``note`` (where a paper FPS comes from another
+paper, or why a point is not placed).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def paper_points(table: Experiment) -> list[dict]:
             "source": "paper", "method": row.label, "backbone": row.info.get("Backbone", ""),
             "ms": 1000.0 / fps if placed else math.nan, "AP": ap if ap is not None else math.nan,
             "fps": fps if fps is not None else math.nan, "device": "", "run_id": "", "placed": placed,
-            "note": "" if placed else "FPS n/a in the paper: not placed",
+            "note": row.notes.get("FPS", "") if placed else "FPS n/a in the paper: not placed",
         })
     return points
 
