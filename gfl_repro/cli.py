@@ -237,8 +237,12 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
             slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
         if plan.runs or plan.unsupported or not figures:  # a figure of analytic panels only trains nothing
             run(plan, profile, obj["results"], options, echo=click.echo)
-        if not dry_run:
-            _compute_analyses(figures, profile, obj["results"], data_root, device)
+        if not dry_run and figures:
+            if engine == "native":
+                _compute_analyses(figures, profile, obj["results"], data_root, device)
+            else:
+                click.echo("analysis: the figures' analyses read native-engine runs; none computed with "
+                           f"--engine {engine}")
     except (DataError, LaunchError) as err:
         raise UserError(str(err)) from None
     except NonFiniteLoss as err:

@@ -156,10 +156,16 @@ def test_quality_labels_equal_the_heads_own_targets(catalogue, smoke, cache, tmp
     np.testing.assert_array_equal(labels["iou"].to_numpy(), q.iou.numpy())
     np.testing.assert_array_equal(labels["centerness"].to_numpy(), q.centerness.numpy())
 
-    whole = quality_labels.compute(run).frame
-    assert list(whole.columns) == list(quality_labels.COLUMNS) and len(whole) >= len(labels)
-    shares = quality_labels.shares(whole)
-    assert shares["centerness_below_0.4"] == pytest.approx((whole["centerness"] < 0.4).mean())
+    every = pd.concat([quality_labels.labels_of_batch(run, i, t)
+                       for i, t in build_loader(run.train_set(), batch_size=config.batch_size, shuffle=False)])
+    table = quality_labels.compute(run).frame
+    for label in quality_labels.LABELS:
+        counts, _ = np.histogram(every[label].clip(0, 1), bins=quality_labels.EDGES)
+        assert table[table["label"] == label]["count"].tolist() == counts.tolist()
+    assert quality_labels.positives(table) == len(every) >= len(labels)
+    found = quality_labels.shares(table)
+    assert found["centerness_below_0.4"] == pytest.approx((every["centerness"] < 0.4).mean())
+    assert found["iou_above_0.4"] == pytest.approx((every["iou"] > 0.4).mean())
 
 
 # ------------------------------------------------------------------------------ Fig. 2 and Fig. 3

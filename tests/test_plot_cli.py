@@ -228,6 +228,11 @@ def test_run_computes_analyses_once_then_plot_draws_every_figure(env):
     speed = pd.read_csv(tmp / "figs" / "fig7_speed_accuracy.csv")
     assert speed.loc[speed["source"] == "ours", "ms"].tolist() == [pytest.approx(50.0)]
     assert speed.loc[speed["method"] == "CentripetalNet", "note"].item() == "FPS n/a in the paper: not placed"
+    labels = pd.read_csv(tmp / "figs" / "fig9_label_distributions.csv")
+    assert labels.groupby("label")["count"].agg(["size", "sum"]).to_dict() == {
+        "size": {"centerness": 10, "iou": 10}, "sum": {"centerness": labels["count"].sum() // 2,
+                                                       "iou": labels["count"].sum() // 2}}
+    assert labels["count"].sum() > 0
     assert "IoU labels > 0.4:" in plotted.output and "Pearson r(score, predicted IoU)" in plotted.output
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..datasets.coco import CocoDetection
 from ..engines.environment import DataPaths, locate_data
-from ..engines.native.checkpoints import load_latest
+from ..engines.native.checkpoints import CheckpointError, load_latest
 from ..models.detector import Detector, build_detector
 from ..models.heads.base import Targets
 from ..specs.run_config import RunConfig
@@ -71,7 +71,10 @@ def load_run(run_dir: Path, data_root: Path | None = None, device: str | None = 
         raise AnalysisError(f"{run_dir}: no readable config.json")
     if config.engine != "native":
         raise AnalysisError(f"{run_dir}: analyses read native-engine checkpoints; this run used {config.engine}")
-    payload = load_latest(run_dir)
+    try:
+        payload = load_latest(run_dir)
+    except CheckpointError as err:
+        raise AnalysisError(str(err)) from None
     if payload is None:
         raise AnalysisError(f"{run_dir}: no checkpoint")
     # a DistributedDataParallel run saves its wrapper's state dict: keys start with "module."
