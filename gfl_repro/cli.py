@@ -235,8 +235,10 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
             launcher=launcher, dry_run=dry_run, retry=retry, data_root=data_root, device=device,
             max_parallel=max_parallel, progress=not quiet,
             slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
-        if plan.runs or plan.unsupported or not figures:  # a figure of analytic panels only trains nothing
+        if plan.runs or plan.unsupported or not figures:
             run(plan, profile, obj["results"], options, echo=click.echo)
+        else:  # figures of analytic panels and assignment passes only
+            click.echo(f"0 run(s) to run: {', '.join(e.id for e in figures)} trains no model")
         if not dry_run and figures:
             if engine == "native":
                 _compute_analyses(figures, profile, obj["results"], data_root, device)
