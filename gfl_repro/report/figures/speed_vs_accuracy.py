@@ -45,7 +45,7 @@ def draw(tables: dict[str, Table], ctx: Context) -> Drawing:
     left.legend(fontsize=6, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 0.06))
     for device, points in ours.groupby("device", sort=False):
         points = points.sort_values("ms")
-        right.plot(points["ms"], points["AP"], marker="*", markersize=11, linestyle="-", label=f"timed on {device}")
+        right.plot(points["ms"], points["AP"], marker="*", markersize=11, linestyle="none", label=f"timed on {device}")
         for _, p in points.iterrows():
             right.annotate(p["backbone"], (p["ms"], p["AP"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if not ctx.profile.toy_scale:
