@@ -29,7 +29,7 @@ from .launch.errors import LaunchError
 from .report.tables import FORMATS
 from .report.overview import describe_experiment, format_description, list_experiments
 from .specs.catalogue import (NoMatchingRow, UnknownName, default_experiments_dir, default_results_dir,
-                              get_experiment, select, select_rows)
+                              get_experiment, load_catalogue, select, select_rows, select_with_uses)
 from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile, with_precision
 from .specs.run_config import ENGINES, PRECISIONS
 from .specs.spec import SpecError
@@ -340,21 +340,90 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
         if launcher != "inline":
             raise UserError(f"--device is the inline launcher's option; {launcher} jobs use the GPUs they are given")
         parse_device(device)
-    chosen = _chosen(obj, experiments, row_patterns)
+    chosen = _guard(select_rows, _guard(select_with_uses, experiments, obj["experiments"]), row_patterns)
     plan = _guard(plan_runs, chosen, profile, engine, _seeds(profile, seeds))
     for item in plan.unsupported:
         click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
+    figures = [e for e in chosen if e.kind == "figure"]
     options = LaunchOptions(
         launcher=launcher, dry_run=dry_run, retry=retry, data_root=data_root, device=device,
         max_parallel=max_parallel, progress=not quiet,
         slurm=slurm_options(profile, launcher_config, slurm_flags) if launcher == "slurm" else None)
-    run(plan, profile, obj["results"], options, echo=click.echo)
+    if plan.runs or plan.unsupported or not figures:
+        run(plan, profile, obj["results"], options, echo=click.echo)
+    else:  # figures of analytic panels and assignment passes only
+        click.echo(f"0 run(s) to run: {', '.join(e.id for e in figures)} trains no model")
+    if not dry_run and figures:
+        if engine == "native":
+            _compute_analyses(figures, profile, obj["results"], data_root, device)
+        else:
+            click.echo("analysis: the figures' analyses read native-engine runs; none computed with "
+                       f"--engine {engine}")
     if dry_run:
         return
     names = "".join(f" {shlex.quote(e)}" for e in experiments)
     follow = _repeat_options(obj, profile, engine, seeds, row_patterns)
     click.echo(f"status:  gfl-repro {follow.replace('{verb}', 'status' + names)}")
-    click.echo(f"tables:  gfl-repro {follow.replace('{verb}', 'collect' + names)}")
+    tables = "".join(f" {shlex.quote(e.id)}" for e in chosen if e.id in experiments and e.kind == "table")
+    if tables:
+        click.echo(f"tables:  gfl-repro {follow.replace('{verb}', 'collect' + tables)}")
+    if figures:
+        plots = "".join(f" {shlex.quote(e.id)}" for e in figures)
+        flags = " ".join(shlex.quote(w) for w in obj.get("global_flags", []))
+        click.echo(f"figures: gfl-repro {flags + ' ' if flags else ''}plot{plots} --profile {profile.name}")
+
+
+def _compute_analyses(figures: list, profile: Profile, results_root: Path, data_root: Path | None,
+                      device: str | None) -> None:
+    """After training: the data of the figures' analyses that need a trained run or the training set."""
+    from .analysis import AnalysisError, compute_analyses
+
+    for exp in figures:
+        try:
+            for line in compute_analyses(exp, profile, results_root, data_root=data_root, device=device):
+                click.echo(f"analysis: {line}")
+        except AnalysisError as err:
+            raise UserError(str(err)) from None
+
+
+@cli.command("plot")
+@click.argument("figures", nargs=-1)
+@profile_option
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: figures/<profile>/ of the checkout).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="COCO 2017 root for Fig. 5(c)'s assignment pass (paper profile); default $GFL_REPRO_COCO.")
+@click.pass_obj
+def plot_command(obj: dict, figures: tuple[str, ...], profile_name: str, out: Path | None,
+                 data_root: Path | None) -> int:
+    """Draw FIGURES (all figures when none is named) as PNG + PDF + CSV from the runs' files."""
+    from .analysis import AnalysisError, NotReady
+    from .engines.environment import DataError
+    from .report.figures import default_figures_dir, plot_experiment
+
+    profile = _profile(profile_name, obj["precision"])
+    chosen = _guard(select, figures, obj["experiments"])
+    tables = [e.id for e in chosen if e.kind != "figure"]
+    if figures and tables:
+        raise UserError(f"{', '.join(tables)} is a table, not a figure; use `gfl-repro collect {tables[0]}`")
+    catalogue = _guard(load_catalogue, obj["experiments"])
+    out_dir = out or default_figures_dir(profile)
+    not_ready = []
+    for exp in (e for e in chosen if e.kind == "figure"):
+        try:
+            plotted = plot_experiment(exp, profile, obj["results"], out_dir, catalogue, data_root)
+        except NotReady as err:
+            not_ready.append(str(err))
+            continue
+        except (AnalysisError, DataError) as err:
+            raise UserError(str(err)) from None
+        for item in plotted:
+            click.echo(f"{item.experiment} {item.artifact}: {', '.join(str(p) for p in item.files)}")
+            for note in item.notes:
+                click.echo(f"  {note}")
+    for line in not_ready:
+        click.echo(f"gfl-repro: error: {line}", err=True)
+    return 1 if not_ready else 0
 
 
 @cli.command("status")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from gfl_repro.datasets.ssd_augment import Expand, MinIoURandomCrop, PhotoMetricDistortion, _iou
-from gfl_repro.datasets.transforms import MEAN_RGB, build_pipeline
+from gfl_repro.datasets.pipeline import build_pipeline
+from gfl_repro.datasets.transforms import MEAN_RGB
 
 
 def _sample(seed: int = 0) -> dict:

@@ -32,7 +32,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import DataError
-from .transforms import Scale, build_pipeline, normalize_image
+from .pipeline import build_pipeline
+from .transforms import Scale, normalize_image
 
 
 def load_coco(ann_file: str | os.PathLike):

@@ -86,6 +86,14 @@ def select(names: tuple[str, ...] | list[str], directory: Path | None = None) ->
     return list(chosen.values())
 
 
+def select_with_uses(names: tuple[str, ...] | list[str], directory: Path | None = None) -> list[Experiment]:
+    """:func:`select`, plus the experiments those draw on (``uses``: Fig. 7 draws on Table 4's
+    runs), in paper order: what `run` must train for them."""
+    chosen = select(names, directory)
+    wanted = {exp.id for exp in chosen} | {used for exp in chosen for used in exp.uses}
+    return [exp for name, exp in load_catalogue(directory).items() if name in wanted]
+
+
 def _paper_order(name: str) -> tuple[int, int, str]:
     """Tables before figures, then by number (fig10 after fig9)."""
     kind = 0 if name.startswith("table") else 1
