@@ -102,8 +102,8 @@ class DenseRows:
         """Boxes of ``rows`` in input-image pixels, clipped to ``img_shape``, as at test time."""
         head, t = model.head, self.targets
         priors = t.priors[rows]
-        return head.box.decode_test(self.reg[rows], priors, head.prior_centres(priors), t.strides[rows][:, None],
-                                    img_shape)
+        return head.box.decode_test(self.reg[rows], priors, head.prior_centres(priors), None,
+                                    t.strides[rows][:, None], img_shape)
 
 
 @torch.no_grad()
