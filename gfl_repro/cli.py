@@ -341,7 +341,10 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
             raise UserError(f"--device is the inline launcher's option; {launcher} jobs use the GPUs they are given")
         parse_device(device)
     chosen = _guard(select_rows, _guard(select_with_uses, experiments, obj["experiments"]), row_patterns)
-    plan = _guard(plan_runs, chosen, profile, engine, _seeds(profile, seeds))
+    # a table gets the profile's seeds; what a figure draws from (its rows, the tables it uses) one run per row
+    per_experiment = {e.id: _seeds(profile, seeds) if e.kind == "table" and e.id in experiments else (seeds or 1)
+                      for e in chosen}
+    plan = _guard(plan_runs, chosen, profile, engine, per_experiment)
     for item in plan.unsupported:
         click.echo(f"{'skipped' if engine == 'mmdet' else 'not runnable yet'}: {item}", err=True)
     figures = [e for e in chosen if e.kind == "figure"]

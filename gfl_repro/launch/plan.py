@@ -35,12 +35,15 @@ class Plan:
     engine: str = "native"
 
 
-def plan_runs(experiments: list[Experiment], profile: Profile, engine: str = "native", seeds: int = 1) -> Plan:
-    """The distinct runs of the experiments' rows × seeds for ``engine``, and the rows it cannot build."""
+def plan_runs(experiments: list[Experiment], profile: Profile, engine: str = "native",
+              seeds: int | dict[str, int] = 1) -> Plan:
+    """The distinct runs of the experiments' rows × seeds for ``engine``, and the rows it cannot build.
+
+    ``seeds`` is one number for every experiment, or a number per experiment id."""
     runs: dict[str, PlannedRun] = {}
     unsupported: dict[str, None] = {}
     for exp in experiments:
-        for row, config, rid in exp.runs(profile, engine, seeds):
+        for row, config, rid in exp.runs(profile, engine, seeds if isinstance(seeds, int) else seeds[exp.id]):
             try:
                 check_runnable(config)
             except ValueError as err:
