@@ -28,7 +28,7 @@ from .vgg import SSDVGG, load_vgg_pretrained
 # Neck and head width per backbone scale: the paper's 256-channel, 4-conv towers, or a toy
 # version for the CPU smoke profile.
 WIDTH = {"full": dict(channels=256, convs=4, groups=32), "tiny": dict(channels=64, convs=2, groups=16)}
-TINY_VGG_WIDTH = 8  # the smoke profile's VGG16: every channel count divided by 8
+TINY_VGG_WIDTH = 16  # the smoke profile's VGG16: every channel count divided by 16
 
 
 class Detector(nn.Module):
@@ -67,10 +67,10 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     width = WIDTH[config.backbone_scale]
     if entry.neck == "ssd":
         vgg_width = 1 if config.backbone_scale == "full" else TINY_VGG_WIDTH
-        backbone = SSDVGG(vgg_width)
+        backbone = SSDVGG(vgg_width, norm=config.norm == "gn")
         if pretrained is not None:
             load_vgg_pretrained(backbone, pretrained)
-        neck = SSDNeck(backbone.out_channels, vgg_width)
+        neck = SSDNeck(backbone.out_channels, vgg_width, norm=config.norm == "gn")
         spec = HeadSpec(num_classes=num_classes, level_channels=neck.out_channels)
     else:
         backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)

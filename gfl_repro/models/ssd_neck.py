@@ -5,7 +5,8 @@ layers on fc7, giving seven levels.
 learnable per-channel ``w`` initialised to 20. Each extra layer is a 1×1 conv to half its
 output width and a 3×3 stride-2 conv (padding 1), both with bias and ReLU; the last one is a
 4×4 conv with stride 1 and padding 1 (SSD512). Output widths 512, 1024, 512, 256, 256, 256,
-256, each divided by ``width`` (the smoke profile's toy VGG). Convs use Xavier uniform init.
+256, each divided by ``width`` (the smoke profile's toy VGG), with GroupNorm before each ReLU
+when ``norm`` (its toy SSD). Convs use Xavier uniform init.
 """
 
 from __future__ import annotations
@@ -32,14 +33,18 @@ class L2Norm(nn.Module):
         return (self.weight[None, :, None, None].float().expand_as(x_float) * x_float / norm).type_as(x)
 
 
-def _conv_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0) -> nn.Sequential:
-    """A conv with bias and ReLU, parameters named like mmcv's ConvModule (``conv.*``)."""
-    return nn.Sequential(OrderedDict(conv=nn.Conv2d(in_channels, out_channels, kernel, stride, padding),
-                                     activate=nn.ReLU(inplace=True)))
+def _conv_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
+               norm: bool = False) -> nn.Sequential:
+    """A conv with bias and ReLU, parameters named like mmcv's ConvModule (``conv.*``, ``gn.*``
+    for the optional GroupNorm between them)."""
+    layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel, stride, padding))]
+    if norm:
+        layers.append(("gn", nn.GroupNorm(min(8, out_channels), out_channels)))
+    return nn.Sequential(OrderedDict(layers + [("activate", nn.ReLU(inplace=True))]))
 
 
 class SSDNeck(nn.Module):
-    def __init__(self, in_channels: tuple[int, int], width: int = 1) -> None:
+    def __init__(self, in_channels: tuple[int, int], width: int = 1, norm: bool = False) -> None:
         super().__init__()
         self.l2_norm = L2Norm(in_channels[0])
         layers = []
@@ -47,8 +52,8 @@ class SSDNeck(nn.Module):
         for i, (channels, stride) in enumerate(zip(EXTRA_CHANNELS, EXTRA_STRIDES)):
             channels //= width
             kernel = LAST_KERNEL if i == len(EXTRA_CHANNELS) - 1 else 3
-            layers.append(nn.Sequential(_conv_relu(previous, channels // 2, 1),
-                                        _conv_relu(channels // 2, channels, kernel, stride, 1)))
+            layers.append(nn.Sequential(_conv_relu(previous, channels // 2, 1, norm=norm),
+                                        _conv_relu(channels // 2, channels, kernel, stride, 1, norm=norm)))
             previous = channels
         self.extra_layers = nn.ModuleList(layers)
         self.out_channels = (in_channels[0], in_channels[1], *(c // width for c in EXTRA_CHANNELS))

@@ -6,7 +6,8 @@ ceil_mode=True, out_feature_indices=(22, 34))``).
 dropped), then SSD's ``MaxPool(3, 1, 1)``, ``fc6`` as a 3×3 conv with dilation 6 (index 31) and
 ``fc7`` as a 1×1 conv (index 33). The outputs are conv4_3 after its ReLU (index 22, stride 8)
 and fc7 after its ReLU (index 34, stride 16). ``width`` divides every channel count (1 at
-paper scale, 8 for the smoke profile's toy VGG). Nothing is frozen and there is no norm.
+paper scale, 16 for the smoke profile's toy VGG). Nothing is frozen; there is no norm, unless
+``norm``: GroupNorm before each ReLU (the smoke profile's toy SSD, which trains from scratch).
 """
 
 from __future__ import annotations
@@ -21,21 +22,28 @@ FC_CHANNELS = 1024
 OUT_INDICES = (22, 34)
 
 
+def _relu(channels: int, norm: bool) -> nn.Module:
+    """ReLU, or GroupNorm (8 groups) then ReLU when ``norm``."""
+    if not norm:
+        return nn.ReLU(inplace=True)
+    return nn.Sequential(nn.GroupNorm(min(8, channels), channels), nn.ReLU(inplace=True))
+
+
 class SSDVGG(nn.Module):
-    def __init__(self, width: int = 1) -> None:
+    def __init__(self, width: int = 1, norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3
         for stage, (channels, convs) in enumerate(STAGES):
             channels //= width
             for _ in range(convs):
-                layers += [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(in_channels, channels, 3, padding=1), _relu(channels, norm)]
                 in_channels = channels
             if stage < len(STAGES) - 1:
                 layers.append(nn.MaxPool2d(2, 2, ceil_mode=True))
         fc = FC_CHANNELS // width
         layers += [nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(in_channels, fc, 3, padding=6, dilation=6),
-                   nn.ReLU(inplace=True), nn.Conv2d(fc, fc, 1), nn.ReLU(inplace=True)]
+                   _relu(fc, norm), nn.Conv2d(fc, fc, 1), _relu(fc, norm)]
         self.features = nn.Sequential(*layers)
         self.out_channels = (STAGES[3][0] // width, fc)
         for module in self.modules():

@@ -31,6 +31,7 @@ BACKBONE_SCALES = ("full", "tiny")
 ENGINES = ("native", "mmdet")
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("flip", "ssd")
+NORMS = ("stock", "gn")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class RunConfig:
     backbone: str = "r50"
     dcn: bool = False  # modulated deformable conv (DCNv2) in stages c3-c5 (Table 4)
     backbone_scale: str = "full"  # "tiny" in the smoke profile: same family, toy width/depth
+    norm: str = "stock"  # "gn": GroupNorm where the detector has no norm (RetinaNet/FoveaBox towers, SSD's VGG)
     atss_topk: int = 9
     # --- data and schedule -------------------------------------------------------------------
     dataset: str = "coco2017"
@@ -139,6 +141,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "engine": ENGINES,
     "precision": PRECISIONS,
     "augment": AUGMENTATIONS,
+    "norm": NORMS,
 }
 
 

@@ -78,6 +78,9 @@ def stock_name(config: RunConfig) -> str:
     if config.augment != stock_augment:
         raise NeedsNativeEngine(f"needs the native engine (stock mmdet's {config.detector} trains with augment = "
                                 f"{stock_augment!r}, this row with {config.augment!r})")
+    if config.norm == "gn" and config.detector == "ssd512":
+        raise NeedsNativeEngine("needs the native engine (stock mmdet's SSD VGG has no GroupNorm, this row's "
+                                "norm is 'gn')")
     if config.precision != "fp32":
         raise NeedsNativeEngine(f"needs the native engine (precision {config.precision} is the native engine's; "
                                 "mmdet's runs train in fp32)")
@@ -200,6 +203,8 @@ def _vgg_backbone(model, pretrained: Path | None) -> None:
 
 def _head(model, config: RunConfig, name: str) -> None:
     head = model.bbox_head
+    if config.norm == "gn" and name in ("retinanet", "foveabox"):  # towers as the native engine's with norm = "gn"
+        head.norm_cfg = dict(type="GN", num_groups=WIDTH[config.backbone_scale]["groups"], requires_grad=True)
     if name == "gfl":
         head.loss_cls.beta = config.qfl_beta
         head.reg_max = int(round(config.reg_max))

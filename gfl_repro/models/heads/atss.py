@@ -30,8 +30,8 @@ from .base import DenseHead, Targets
 class ATSSHead(DenseHead):
     anchor_scale = 8.0  # anchor side = 8 × stride
 
-    def __init__(self, spec, quality, box, atss_topk: int = 9) -> None:
-        super().__init__(spec, quality, box)
+    def __init__(self, spec, quality, box, atss_topk: int = 9, tower_norm: bool | None = None) -> None:
+        super().__init__(spec, quality, box, tower_norm)
         self.atss_topk = atss_topk
 
     @classmethod

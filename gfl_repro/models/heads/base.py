@@ -115,9 +115,11 @@ class DenseHead(nn.Module):
     num_anchors = 1  # priors per location
     quality_weights_boxes = True  # box losses weighted by the quality (Eq. 11); False: the detector's own
 
-    def __init__(self, spec: HeadSpec, quality: Quality, box: BoxRepresentation) -> None:
+    def __init__(self, spec: HeadSpec, quality: Quality, box: BoxRepresentation, tower_norm: bool | None = None) -> None:
         super().__init__()
         self.spec, self.quality, self.box = spec, quality, box
+        if tower_norm is not None:  # a run's `norm = "gn"` on a head whose stock towers have none
+            self.tower_norm = tower_norm
         self.build_layers()
         self.init_weights()
 
@@ -147,7 +149,7 @@ class DenseHead(nn.Module):
     @classmethod
     def build(cls, config, spec: HeadSpec, quality: Quality, box: BoxRepresentation) -> "DenseHead":
         """The head for a run config (a head reads its own detector's settings here)."""
-        return cls(spec, quality, box)
+        return cls(spec, quality, box, tower_norm=True if config.norm == "gn" else None)
 
     @property
     def num_classes(self) -> int:
