@@ -19,15 +19,13 @@ from torch import Tensor
 
 from ...distributed import reduce_mean
 from ..assigners.atss import atss_assign
-from ..box_ops import bbox2distance
 from ..box_representation import BoxNorm
-from ..coders import Frame
-from ..losses import centerness_target
-from ..priors import anchor_centers, grid_anchors
-from .base import DenseHead, Targets
+from ..priors import grid_anchors
+from .anchor_based import AnchorBasedHead
+from .base import Targets, stack_assignments
 
 
-class ATSSHead(DenseHead):
+class ATSSHead(AnchorBasedHead):
     anchor_scale = 8.0  # anchor side = 8 × stride
 
     def __init__(self, spec, quality, box, atss_topk: int = 9, tower_norm: bool | None = None) -> None:
@@ -36,7 +34,7 @@ class ATSSHead(DenseHead):
 
     @classmethod
     def build(cls, config, spec, quality, box) -> "ATSSHead":
-        return cls(spec, quality, box, atss_topk=config.atss_topk)
+        return cls(spec, quality, box, atss_topk=config.atss_topk, tower_norm=True if config.norm == "gn" else None)
 
     def make_priors(self, sizes, device) -> list[Tensor]:
         return grid_anchors(sizes, self.strides, self.anchor_scale, device=device)
@@ -47,51 +45,12 @@ class ATSSHead(DenseHead):
         anchors = torch.cat(level_anchors)
         num_level = [len(a) for a in level_anchors]
         strides = torch.cat([a.new_full((len(a),), float(s)) for a, s in zip(level_anchors, self.strides)])
-        C = self.num_classes
-        labels, weights, boxes, avg_factor = [], [], [], 0
-        for target in gt:
-            gt_boxes = target["boxes"].to(anchors)
-            gt_labels = target["labels"].to(anchors.device)
-            result = atss_assign(anchors, num_level, gt_boxes, gt_labels, target.get("ignore_boxes"), self.atss_topk)
-            inds = result.assigned_gt_inds
-            pos = inds > 0
-            lab = torch.full((len(anchors),), C, dtype=torch.long, device=anchors.device)
-            box = anchors.new_zeros(len(anchors), 4)
-            if pos.any():
-                lab[pos] = gt_labels[inds[pos] - 1]
-                box[pos] = gt_boxes[inds[pos] - 1]
-            avg_factor += max(int(pos.sum()), 1)
-            labels.append(lab)
-            weights.append((inds >= 0).to(anchors.dtype))  # ignored priors (-1) get no loss
-            boxes.append(box)
-        B = len(gt)
-        return Targets(labels=torch.cat(labels), label_weights=torch.cat(weights), priors=anchors.repeat(B, 1),
-                       strides=strides.repeat(B), boxes=torch.cat(boxes), cls_normaliser=avg_factor)
-
-    def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
-        """Image-major: (image, level, y, x)."""
-        B = levels[0].shape[0]
-        per_image = torch.cat([x.permute(0, 2, 3, 1).reshape(B, -1, channels) for x in levels], dim=1)
-        return per_image.reshape(-1, channels)
-
-    def frame(self, t: Targets, pos: Tensor) -> Frame:
-        anchors, gt = t.priors[pos], t.boxes[pos]
-        if self.box.coder.name == "delta":
-            return Frame(target_boxes=gt, anchors=anchors)
-        strides = t.strides[pos][:, None]
-        origin = anchor_centers(anchors) / strides
-        target_boxes = gt / strides
-        return Frame(target_boxes=target_boxes, origin=origin, target_distances=bbox2distance(origin, target_boxes))
-
-    def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
-        """Centerness of the anchor centre in its GT box, in pixels (mmdet ``ATSSHead.centerness_target``)."""
-        return centerness_target(t.priors[pos], t.boxes[pos])
+        assigned = [atss_assign(anchors, num_level, t["boxes"].to(anchors), t["labels"].to(anchors.device),
+                                t.get("ignore_boxes"), self.atss_topk).assigned_gt_inds for t in gt]
+        return stack_assignments(assigned, gt, anchors, strides, self.num_classes)
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
         return BoxNorm(inside=1.0, after=max(reduce_mean(float(weights.sum()), weights.device), 1.0))
-
-    def prior_centres(self, priors: Tensor) -> Tensor:
-        return anchor_centers(priors)
 
 
 __all__ = ["ATSSHead"]

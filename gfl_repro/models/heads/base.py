@@ -75,6 +75,30 @@ class Targets:
     encoded: Tensor | None = None  # (N, 4) regression targets the assigner encoded itself (FoveaBox)
 
 
+def stack_assignments(assigned: list[Tensor], gt: list[dict], priors: Tensor, strides: Tensor,
+                      num_classes: int) -> Targets:
+    """Image-major :class:`Targets` from each image's assigned GT index per prior (0: negative,
+    ``i + 1``: GT ``i``, -1: ignored, no loss). The classification normaliser is Σ over images of
+    max(#positives, 1) (mmdet's sampler ``avg_factor``)."""
+    labels, weights, boxes, avg_factor = [], [], [], 0
+    for inds, target in zip(assigned, gt):
+        gt_boxes, gt_labels = target["boxes"].to(priors), target["labels"].to(priors.device)
+        pos = inds > 0
+        lab = torch.full((len(priors),), num_classes, dtype=torch.long, device=priors.device)
+        box = priors.new_zeros(len(priors), 4)
+        if pos.any():
+            lab[pos] = gt_labels[inds[pos] - 1]
+            box[pos] = gt_boxes[inds[pos] - 1]
+        avg_factor += max(int(pos.sum()), 1)
+        labels.append(lab)
+        weights.append((inds >= 0).to(priors.dtype))
+        boxes.append(box)
+    B = len(gt)
+    return Targets(labels=torch.cat(labels), label_weights=torch.cat(weights), priors=priors.repeat(B, 1),
+                   strides=strides.repeat(B), boxes=torch.cat(boxes), cls_normaliser=avg_factor,
+                   images=torch.arange(B, device=priors.device).repeat_interleave(len(priors)), num_images=B)
+
+
 class Scale(nn.Module):
     """A learnable scalar multiplying one level's regression output (init 1)."""
 
@@ -192,8 +216,10 @@ class DenseHead(nn.Module):
         raise NotImplementedError
 
     def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
-        """[(B, ch, H, W)] per level → (N, ch) rows in the order of :class:`Targets`."""
-        raise NotImplementedError
+        """[(B, ch, H, W)] per level → (N, ch) rows in the order of :class:`Targets`: image-major,
+        (image, level, y, x, prior of the location), unless a head says otherwise."""
+        B = levels[0].shape[0]
+        return torch.cat([x.permute(0, 2, 3, 1).reshape(B, -1, channels) for x in levels], dim=1).reshape(-1, channels)
 
     def frame(self, t: Targets, pos: Tensor) -> Frame:
         raise NotImplementedError
@@ -280,4 +306,4 @@ class DenseHead(nn.Module):
         return results
 
 
-__all__ = ["DenseHead", "HeadOutputs", "HeadSpec", "Scale", "Targets", "conv_tower"]
+__all__ = ["DenseHead", "HeadOutputs", "HeadSpec", "Scale", "Targets", "conv_tower", "stack_assignments"]

@@ -55,7 +55,7 @@ class FCOSHead(DenseHead):
                        strides=strides, boxes=distances, cls_normaliser=num_pos)
 
     def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
-        """Level-major: (level, image, y, x)."""
+        """Level-major: (level, image, y, x), as mmdet's point heads flatten their targets."""
         return torch.cat([x.permute(0, 2, 3, 1).reshape(-1, channels) for x in levels])
 
     def frame(self, t: Targets, pos: Tensor) -> Frame:

@@ -50,7 +50,7 @@ class FoveaBoxHead(DenseHead):
             boxes=level_major(2), cls_normaliser=num_pos + B, num_images=B, encoded=level_major(1))
 
     def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
-        """Level-major: (level, image, y, x)."""
+        """Level-major: (level, image, y, x), as mmdet's point heads flatten their targets."""
         return torch.cat([x.permute(0, 2, 3, 1).reshape(-1, channels) for x in levels])
 
     def frame(self, t: Targets, pos: Tensor) -> Frame:

@@ -17,14 +17,12 @@ import torch
 from torch import Tensor
 
 from ..assigners.max_iou import RETINANET, max_iou_assign
-from ..box_representation import BoxNorm
-from ..coders import Frame
-from ..losses import centerness_target
-from ..priors import anchor_centers, retina_base_anchors, shift_anchors, valid_flags_single
-from .base import DenseHead, Targets
+from ..priors import retina_base_anchors, shift_anchors, valid_flags_single
+from .anchor_based import MaxIoUHead
+from .base import Targets, stack_assignments
 
 
-class RetinaNetHead(DenseHead):
+class RetinaNetHead(MaxIoUHead):
     tower_norm = False
     uses_scales = False
     num_anchors = 9
@@ -48,49 +46,14 @@ class RetinaNetHead(DenseHead):
     def assign(self, level_anchors: list[Tensor], gt: list[dict], sizes: list[tuple[int, int]]) -> Targets:
         anchors = torch.cat(level_anchors)
         strides = torch.cat([a.new_full((len(a),), float(s)) for a, s in zip(level_anchors, self.strides)])
-        C = self.num_classes
-        labels, weights, boxes, avg_factor = [], [], [], 0
+        assigned = []
         for target in gt:
-            gt_boxes = target["boxes"].to(anchors)
-            gt_labels = target["labels"].to(anchors.device)
             pad = target.get("pad_shape", target.get("batch_input_shape"))
             valid = self.valid(sizes, pad, anchors.device) if pad is not None else torch.ones_like(strides, dtype=torch.bool)
             inds = torch.full((len(anchors),), -1, dtype=torch.long, device=anchors.device)
-            inds[valid] = max_iou_assign(anchors[valid], gt_boxes, RETINANET)
-            pos = inds > 0
-            lab = torch.full((len(anchors),), C, dtype=torch.long, device=anchors.device)
-            box = anchors.new_zeros(len(anchors), 4)
-            if pos.any():
-                lab[pos] = gt_labels[inds[pos] - 1]
-                box[pos] = gt_boxes[inds[pos] - 1]
-            avg_factor += max(int(pos.sum()), 1)
-            labels.append(lab)
-            weights.append((inds >= 0).to(anchors.dtype))
-            boxes.append(box)
-        B = len(gt)
-        return Targets(labels=torch.cat(labels), label_weights=torch.cat(weights), priors=anchors.repeat(B, 1),
-                       strides=strides.repeat(B), boxes=torch.cat(boxes), cls_normaliser=avg_factor, num_images=B)
-
-    def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
-        """Image-major: (image, level, y, x, anchor)."""
-        B = levels[0].shape[0]
-        return torch.cat([x.permute(0, 2, 3, 1).reshape(B, -1, channels) for x in levels], dim=1).reshape(-1, channels)
-
-    def frame(self, t: Targets, pos: Tensor) -> Frame:
-        return Frame(target_boxes=t.boxes[pos], anchors=t.priors[pos])
-
-    def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
-        return centerness_target(t.priors[pos], t.boxes[pos])
-
-    def cls_avg_factor(self, t: Targets) -> float:
-        """Σ over images of max(#positives, 1), not averaged over processes (mmdet's AnchorHead)."""
-        return float(t.cls_normaliser)
-
-    def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
-        return BoxNorm(inside=x.num_pos, after=1.0)
-
-    def prior_centres(self, priors: Tensor) -> Tensor:
-        return anchor_centers(priors)
+            inds[valid] = max_iou_assign(anchors[valid], target["boxes"].to(anchors), RETINANET)
+            assigned.append(inds)
+        return stack_assignments(assigned, gt, anchors, strides, self.num_classes)
 
 
 __all__ = ["RetinaNetHead"]

@@ -21,16 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from ..assigners.max_iou import SSD, max_iou_assign
-from ..box_representation import BoxNorm
-from ..coders import Frame
-from ..losses import centerness_target
-from ..priors import SSD_RATIOS, anchor_centers, shift_anchors, ssd_base_anchors
-from .base import DenseHead, HeadOutputs, HeadSpec, Targets
+from ..priors import SSD_RATIOS, shift_anchors, ssd_base_anchors
+from .anchor_based import MaxIoUHead
+from .base import HeadOutputs, HeadSpec, Targets, stack_assignments
 
 SSD512_CHANNELS = (512, 1024, 512, 256, 256, 256, 256)
 
 
-class SSDHead(DenseHead):
+class SSDHead(MaxIoUHead):
     uses_scales = False
     quality_weights_boxes = False
     strides: tuple[float, ...] = (8, 16, 32, 64, 128, 256, 512)
@@ -80,46 +78,8 @@ class SSDHead(DenseHead):
     @torch.no_grad()
     def assign(self, level_anchors: list[Tensor], gt: list[dict], sizes: list[tuple[int, int]]) -> Targets:
         anchors = torch.cat(level_anchors)
-        C = self.num_classes
-        labels, boxes, avg_factor = [], [], 0
-        for target in gt:
-            gt_boxes = target["boxes"].to(anchors)
-            gt_labels = target["labels"].to(anchors.device)
-            inds = max_iou_assign(anchors, gt_boxes, SSD)
-            pos = inds > 0
-            lab = torch.full((len(anchors),), C, dtype=torch.long, device=anchors.device)
-            box = anchors.new_zeros(len(anchors), 4)
-            if pos.any():
-                lab[pos] = gt_labels[inds[pos] - 1]
-                box[pos] = gt_boxes[inds[pos] - 1]
-            avg_factor += max(int(pos.sum()), 1)
-            labels.append(lab)
-            boxes.append(box)
-        B = len(gt)
-        images = torch.arange(B, device=anchors.device).repeat_interleave(len(anchors))
-        return Targets(labels=torch.cat(labels), label_weights=None, priors=anchors.repeat(B, 1),
-                       strides=anchors.new_ones(B * len(anchors)), boxes=torch.cat(boxes),
-                       cls_normaliser=avg_factor, images=images, num_images=B)
-
-    def flatten(self, levels: list[Tensor], channels: int) -> Tensor:
-        """Image-major: (image, level, y, x, anchor)."""
-        B = levels[0].shape[0]
-        return torch.cat([x.permute(0, 2, 3, 1).reshape(B, -1, channels) for x in levels], dim=1).reshape(-1, channels)
-
-    def frame(self, t: Targets, pos: Tensor) -> Frame:
-        return Frame(target_boxes=t.boxes[pos], anchors=t.priors[pos])
-
-    def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
-        return centerness_target(t.priors[pos], t.boxes[pos])
-
-    def cls_avg_factor(self, t: Targets) -> float:
-        return float(t.cls_normaliser)
-
-    def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
-        return BoxNorm(inside=x.num_pos, after=1.0)
-
-    def prior_centres(self, priors: Tensor) -> Tensor:
-        return anchor_centers(priors)
+        assigned = [max_iou_assign(anchors, t["boxes"].to(anchors), SSD) for t in gt]
+        return stack_assignments(assigned, gt, anchors, anchors.new_ones(len(anchors)), self.num_classes)
 
 
 __all__ = ["SSD512_CHANNELS", "SSDHead"]
