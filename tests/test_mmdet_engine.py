@@ -118,7 +118,11 @@ def _mmdet_model(cfg):
     from mmdet.utils import register_all_modules
 
     register_all_modules(init_default_scope=True)
-    return MODELS.build(cfg.model)
+    model = MODELS.build(cfg.model)
+    for module in model.modules():  # mmdet's L2Norm allocates its scale uninitialised until init_weights
+        if type(module).__name__ == "L2Norm":
+            module.weight.data.fill_(module.scale)
+    return model
 
 
 @pytest.mark.parametrize("experiment,label", [
