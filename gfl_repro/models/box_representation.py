@@ -99,7 +99,22 @@ class BoxRepresentation:
         return ("loss_bbox",)
 
 
-class General(BoxRepresentation):
+class SideDistances(BoxRepresentation):
+    """A box whose outputs give, per side, a distance from the prior's centre in stride units
+    (:meth:`distances`); decoded like FCOS's distances, trained with GIoU on the decoded box."""
+
+    def distances(self, reg: Tensor) -> Tensor:
+        """``(..., 4)`` distances of the sides from the prior's outputs ``reg``."""
+        raise NotImplementedError
+
+    def decode(self, reg: Tensor, frame: Frame) -> Tensor:
+        return distance2bbox(frame.origin, self.distances(reg))
+
+    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, level: int, stride: float, img_shape) -> Tensor:
+        return distance2bbox(centres, self.distances(reg) * stride, max_shape=img_shape)
+
+
+class General(SideDistances):
     """The General distribution (Eq. 5): a softmax over ``n + 1`` bins per side, its integral
     the distance; trained with GIoU and, when ``dfl_weight > 0``, DFL (Eq. 6)."""
 
@@ -122,12 +137,6 @@ class General(BoxRepresentation):
         """Eq. 5: the expected distance of each side, in stride units."""
         return integral(reg, self.reg_max, self.bin_width)
 
-    def decode(self, reg: Tensor, frame: Frame) -> Tensor:
-        return distance2bbox(frame.origin, self.distances(reg))
-
-    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, level: int, stride: float, img_shape) -> Tensor:
-        return distance2bbox(centres, self.distances(reg) * stride, max_shape=img_shape)
-
     def losses(self, reg: Tensor, pred_boxes: Tensor, frame: Frame, weights: Tensor, norm: BoxNorm) -> dict[str, Tensor]:
         losses = super().losses(reg, pred_boxes, frame, weights, norm)
         if self.dfl_weight > 0:
@@ -141,7 +150,7 @@ class General(BoxRepresentation):
         return ("loss_bbox", "loss_dfl") if self.dfl_weight > 0 else ("loss_bbox",)
 
 
-class Gaussian(BoxRepresentation):
+class Gaussian(SideDistances):
     """A Gaussian per side (ref. [10]): outputs ``(μ_l, μ_t, μ_r, μ_b, α_l, α_t, α_r, α_b)``
     with ``α = log σ²``; decoded from the means; trained with GIoU on the mean box and the KL
     loss of each side."""
@@ -162,12 +171,6 @@ class Gaussian(BoxRepresentation):
 
     def distances(self, reg: Tensor) -> Tensor:
         return reg[..., :SIDES]
-
-    def decode(self, reg: Tensor, frame: Frame) -> Tensor:
-        return distance2bbox(frame.origin, self.distances(reg))
-
-    def decode_test(self, reg: Tensor, priors: Tensor, centres: Tensor, level: int, stride: float, img_shape) -> Tensor:
-        return distance2bbox(centres, self.distances(reg) * stride, max_shape=img_shape)
 
     def losses(self, reg: Tensor, pred_boxes: Tensor, frame: Frame, weights: Tensor, norm: BoxNorm) -> dict[str, Tensor]:
         losses = super().losses(reg, pred_boxes, frame, weights, norm)

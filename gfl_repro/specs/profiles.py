@@ -78,7 +78,8 @@ SMOKE = Profile(
     # (RetinaNet 2.5 AP50 7.2, FoveaBox 3.8 / 11.2 against ATSS's 30.6 / 60.1): ATSS, FCOS and GFL
     # have GroupNorm in their towers, RetinaNet and FoveaBox do not. With it they learn as ATSS
     # does; the paper profile keeps every detector's stock head.
-    detector_overrides={"retinanet": {"norm": "gn"}, "foveabox": {"norm": "gn"}},
+    detector_overrides={"retinanet": {"norm": "gn"}, "foveabox": {"norm": "gn"},
+                        "ssd512": {"norm": "gn", "augment": "flip", "base_lr": 2e-3}},
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (SMOKE, PAPER)}
