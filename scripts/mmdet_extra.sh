@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the optional `mmdet` extra into .venv: mmcv 2.1.0 with compiled ops (built from its
 # sdist against the project's torch, ~20 min on 2 cores, then cached), mmengine 0.10.7 and
-# mmdet 3.3.0 (DESIGN.md §4). The wheel is cached outside the checkout, keyed by the torch
+# mmdet 3.3.0 (docs/design.md, "Environment"). The wheel is cached outside the checkout, keyed by the torch
 # version and the Python tag, and reused by later set-ups.
 set -euo pipefail
 cd "$(dirname "$0")/.."

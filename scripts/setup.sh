@@ -7,7 +7,7 @@
 # the only torchvision 0.28.0 on the registry is a CUDA build that fails at import against
 # that CPU wheel ("operator torchvision::nms does not exist"). The registry's CUDA build of
 # torch 2.13.0 with torchvision 0.28.0 imports and runs torchvision.ops on CPU, so we
-# install that pair with the local wheel hidden from pip (DESIGN.md §4).
+# install that pair with the local wheel hidden from pip (docs/design.md, "Environment").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

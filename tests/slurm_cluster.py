@@ -1,4 +1,4 @@
-"""A one-node Slurm cluster for tests (DESIGN.md §4): munged + slurmctld + slurmd on this host.
+"""A one-node Slurm cluster for tests (docs/design.md, "Environment"): munged + slurmctld + slurmd on this host.
 
 ``SlurmCluster`` writes its configuration and state under a temporary directory, starts the
 daemons, exports ``SLURM_CONF`` for the process, and stops exactly the processes it started

@@ -1,4 +1,4 @@
-"""Against a real one-node Slurm cluster started here (DESIGN.md §4): submission through
+"""Against a real one-node Slurm cluster started here (docs/design.md, "Environment"): submission through
 submitit, requeue with resume, failures in `status`, concurrent `run`, dry runs.
 
 The cluster's daemons are started and stopped by this module (by PID). Skipped with a
