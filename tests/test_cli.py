@@ -82,7 +82,7 @@ def test_collect_latex_for_table2b(run_cli, tmp_path):
     assert result.exit_code == 0, result.output
     tex = (tmp_path / "results" / "smoke" / "tables" / "table2b.tex").read_text()
     assert "40.1" in tex and "58.6" in tex and "not run" in tex and r"\toprule" in tex
-    assert "table2b: 0/4 rows reproduced (0/12 runs, 3 seeds)" in result.output
+    assert "table2b: 0/4 rows with results (0/12 runs, 3 seeds)" in result.output
     assert "not tested: AP flat within 0.2" in result.output and "claims rule: d = difference" in result.output
 
 
@@ -147,7 +147,7 @@ def test_row_selection_on_show_status_and_collect(run_cli, tmp_path, catalogue, 
     assert status.exit_code == 0 and len(lines) == 2 * 2 + 2  # 2 rows x 2 seeds, then one summary line per row
     assert any("ATSS / IoU-branch" in line and "1/2" in line and "31.0" in line for line in lines)
     collect = run_cli("collect", "table1a", "--row", "ATSS / IoU-branch", "--seeds", "1", "--out", str(tmp_path / "t"))
-    assert collect.exit_code == 0 and "table1a: 1/1 rows reproduced (1/1 runs)" in collect.output
+    assert collect.exit_code == 0 and "table1a: 1/1 rows with results (1/1 runs)" in collect.output
     md = (tmp_path / "t" / "table1a.md").read_text()
     assert "IoU-branch" in md and "centerness" not in md and "FCOS" not in md
 

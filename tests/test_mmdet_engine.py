@@ -341,6 +341,6 @@ def test_cli_run_status_collect_with_the_mmdet_engine(tmp_path, cache):
     show = invoke("show", "tiny", "--engine", "mmdet", "--format", "json")
     assert [row["state"] for row in json.loads(show.output)["rows"]] == ["done", "native only"]
     table = invoke("collect", "tiny", "--seeds", "1", "--engine", "mmdet", "--format", "markdown")
-    assert table.exit_code == 0 and "1/2 rows reproduced" in table.output
+    assert table.exit_code == 0 and "1/2 rows with results" in table.output
     text = (tmp_path / "res" / "smoke" / "tables" / "tiny.mmdet.md").read_text()
     assert "mmdet engine" in text and "native only" in text

@@ -56,7 +56,7 @@ def test_run_trains_shared_run_once_then_skips(env):
     second = invoke("run", "tiny", "--seeds", "1", "--quiet")
     assert second.exit_code == 0 and "0 run(s) to run; skipped: done 1" in second.output
     table = invoke("collect", "tiny", "--seeds", "1", "--format", "csv")
-    assert table.exit_code == 0 and "2/2 rows reproduced" in table.output
+    assert table.exit_code == 0 and "2/2 rows with results" in table.output
 
 
 def test_run_errors_are_one_line(env, tmp_path):

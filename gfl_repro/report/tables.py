@@ -426,11 +426,11 @@ class Written:
 
     @property
     def summary(self) -> str:
-        """One line: rows and runs reproduced, where the file is."""
+        """One line: how many rows and runs have results (not a verdict), where the file is."""
         trained = [r for r in self.table.rows if r.state != REFERENCE]
         rows_done = sum(r.seeds_done > 0 for r in trained)
         seeds = f", {self.table.seeds} seeds" if self.table.seeds > 1 else ""
-        return (f"{self.table.experiment.id}: {rows_done}/{len(trained)} rows reproduced "
+        return (f"{self.table.experiment.id}: {rows_done}/{len(trained)} rows with results "
                 f"({self.table.runs_done}/{self.table.runs_asked} runs{seeds}) -> {self.path}")
 
 
