@@ -82,6 +82,20 @@ def test_resolution_follows_the_paper(catalogue):
     assert (fovea.focal_gamma, fovea.focal_alpha, fovea.quality) == (1.5, 0.4, "none")
     ssd = catalogue["table1b"].resolve(catalogue["table1b"].row("SSD512 + joint w/ QFL"), paper)
     assert (ssd.backbone, ssd.cls_loss, ssd.image_scale, ssd.epochs) == ("vgg16", "qfl", (512, 512), 120)
+    assert (ssd.norm, ssd.augment, ssd.base_lr) == ("stock", "ssd", 0.002)  # the paper profile never sees toy settings
+
+
+def test_smoke_profile_settings_per_detector(catalogue):
+    """The toy-scale settings of docs/choices.md: GroupNorm for the heads without normalisation,
+    a toy SSD with GroupNorm, flip only and lr 2e-3 at 320 x 320; everything else keeps its recipe."""
+    smoke = PROFILES["smoke"]
+    t1b = catalogue["table1b"]
+    rows = {row.display: config for row, config, _ in t1b.runs(smoke)}
+    assert rows["RetinaNet"].norm == rows["FoveaBox"].norm == "gn"
+    ssd = rows["SSD512"]
+    assert (ssd.norm, ssd.augment, ssd.base_lr, ssd.image_scale) == ("gn", "flip", 2e-3, (320, 320))
+    gfl = catalogue["table3"].resolve(catalogue["table3"].row("ATSS + QFL + DFL"), smoke)
+    assert (gfl.norm, gfl.augment, gfl.base_lr) == ("stock", "flip", 0.01)
 
 
 def test_precision_is_part_of_the_run_identity_and_fp32_keeps_every_id(catalogue):
