@@ -14,7 +14,10 @@ mmdet / native (> 1: native faster):
 * ``infer``: inference with post-processing at batch 1 and batched;
 * ``assign``: ATSS assignment of the anchors of a 1344×800 image with 20 and 100 GTs;
 * ``memory``: peak memory of a train step and of inference, each engine in a fresh process
-  (maximum resident set on CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+  (both models are built there, from the same weights): on CPU the step's peak resident set
+  above the resident set before it (sampled every millisecond during the step, so imports and
+  the weights do not hide what the step itself needs: activations, gradients, optimizer state),
+  on CUDA ``torch.cuda.max_memory_allocated``.
 
 Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
 per image: the numbers measure the models, not the data pipeline.
@@ -24,10 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -195,26 +199,50 @@ def assign_steps(gts: int, device):
     return (lambda: atss_assign(anchors, counts, boxes, labels)), (lambda: assigner.assign(priors, counts, gt))
 
 
+def resident_mb() -> float:
+    """This process's resident set now (Linux ``/proc/self/statm``), in MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_resident_during(fn) -> float:
+    """Run ``fn`` while a thread samples the resident set every millisecond; the highest sample."""
+    peak, done = [resident_mb()], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_mb())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], resident_mb())
+
+
 def memory_child(engine: str, part: str, name: str, device: str, channels_last: bool) -> None:
-    """In a fresh process: one step of ``part`` with ``engine``; print the peak memory in MB."""
+    """In a fresh process: one step of ``part`` with ``engine``; print the step's peak memory in MB."""
     dev = torch.device(device)
     spec = CONFIGS[name]
     ours, theirs = build_pair(gfl_config(spec["profile"]), dev, channels_last)
     images, targets, samples = fake_batch(spec["batch"], *spec["size"], dev)
-    model, other = (ours, theirs) if engine == "native" else (theirs, ours)
-    del other
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if part == "train":
         fn = train_steps(ours, theirs, images, targets, samples)[0 if engine == "native" else 1]
     else:
-        model.eval()
+        (ours if engine == "native" else theirs).eval()
         fn = infer_steps(ours, theirs, images, targets, samples, 1)[0 if engine == "native" else 1]
-    fn()
-    peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps({"peak_mb": peak, "before_mb": before / 1024}))
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:
+        before = resident_mb()
+        peak = peak_resident_during(fn) - before
+    print(json.dumps({"peak_mb": peak}))
 
 
 def memory_pair(part: str, name: str, device: str, channels_last: bool) -> dict:
