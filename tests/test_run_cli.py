@@ -72,12 +72,10 @@ def test_run_errors_are_one_line(env, tmp_path):
 def test_run_names_rows_the_engine_cannot_build(tmp_path, monkeypatch):
     import gfl_repro.launch.plan as plan_module
 
-    def native_has_no_foveabox(config):  # every row runs natively today: pretend FoveaBox does not
-        if config.detector == "foveabox":
-            raise ValueError("detector 'foveabox' is not in the native engine yet")
+    def native_has_no_table1b_detector(config):  # every row runs natively today: pretend these do not
         raise ValueError(f"detector {config.detector!r} is not in the native engine yet")
 
-    monkeypatch.setattr(plan_module, "check_runnable", native_has_no_foveabox)
+    monkeypatch.setattr(plan_module, "check_runnable", native_has_no_table1b_detector)
     result = CliRunner().invoke(cli, ["--results-dir", str(tmp_path), "run", "table1b"])
     assert result.exit_code == 2
     assert "not runnable yet: table1b / FoveaBox: detector 'foveabox'" in result.output
