@@ -1,7 +1,7 @@
 """Benchmark (not a test): the native engine beside mmdetection 3.3 on the same work.
 
     .venv/bin/python benchmarks/side_by_side.py [--device cpu|cuda] [--configs smoke r50]
-        [--parts train infer assign memory] [--pairs 7] [--channels-last]
+        [--parts train infer assign memory] [--pairs 7] [--channels-last] [--compile]
 
 For each configuration (the smoke profile's GFL: tiny ResNet-50, batch 8 at 192×160; the
 paper's GFL R-50: batch 2 at 1333×800) it builds mmdet's model from the same spec
@@ -19,7 +19,9 @@ mmdet / native (> 1: native faster):
   the weights do not hide what the step itself needs: activations, gradients, optimizer state),
   on CUDA ``torch.cuda.max_memory_allocated``.
 
-Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
+``--channels-last`` and ``--compile`` time the native engine's fast path (the run settings of
+the same names; the first step of each part then includes the compilation, which the warm-up
+pair absorbs). Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
 per image: the numbers measure the models, not the data pipeline.
 """
 
@@ -46,13 +48,15 @@ CONFIGS = {"smoke": dict(profile="smoke", batch=8, size=(160, 192)),
 NUM_CLASSES = 80
 
 
-def gfl_config(profile: str) -> RunConfig:
+def gfl_config(profile: str, channels_last: bool = False, compile: bool = False) -> RunConfig:
     settings = apply_profile(dict(RECIPES["gfl"]), PROFILES[profile])
+    settings.update(channels_last=channels_last, compile=compile)
     return RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
-def build_pair(config: RunConfig, device: torch.device, channels_last: bool = False):
-    """(native detector, mmdet detector) with the same random weights, in train mode."""
+def build_pair(config: RunConfig, device: torch.device):
+    """(native detector, mmdet detector) with the same random weights, in train mode; the
+    native one with the fast path ``config`` asks for."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
 
@@ -62,7 +66,7 @@ def build_pair(config: RunConfig, device: torch.device, channels_last: bool = Fa
 
     register_all_modules(init_default_scope=True)
     register_tiny_backbones()
-    cfg = build_config(config, classes=[str(i) for i in range(NUM_CLASSES)], train_images=Path("/none"),
+    cfg = build_config(config.replace(channels_last=False, compile=False), classes=[str(i) for i in range(NUM_CLASSES)], train_images=Path("/none"),
                        train_annotations=Path("/none.json"), val_images=Path("/none"),
                        val_annotations=Path("/none.json"), work_dir=Path("/tmp/gfl-bench"))
     torch.manual_seed(0)
@@ -71,10 +75,7 @@ def build_pair(config: RunConfig, device: torch.device, channels_last: bool = Fa
         theirs.bbox_head.gfl_cls.bias.fill_(-2.0)  # enough detections above the score threshold
     ours = build_detector(config, num_classes=NUM_CLASSES)
     ours.load_state_dict(convert_state_dict(theirs.state_dict()), strict=True)
-    ours, theirs = ours.to(device).train(), theirs.to(device).train()
-    if channels_last:
-        ours = ours.to(memory_format=torch.channels_last)
-    return ours, theirs
+    return ours.to(device).train(), theirs.to(device).train()
 
 
 def fake_batch(batch: int, height: int, width: int, device: torch.device, seed: int = 0):
@@ -224,11 +225,11 @@ def peak_resident_during(fn) -> float:
     return max(peak[0], resident_mb())
 
 
-def memory_child(engine: str, part: str, name: str, device: str, channels_last: bool) -> None:
+def memory_child(engine: str, part: str, name: str, device: str, fast: dict) -> None:
     """In a fresh process: one step of ``part`` with ``engine``; print the step's peak memory in MB."""
     dev = torch.device(device)
     spec = CONFIGS[name]
-    ours, theirs = build_pair(gfl_config(spec["profile"]), dev, channels_last)
+    ours, theirs = build_pair(gfl_config(spec["profile"], **fast), dev)
     images, targets, samples = fake_batch(spec["batch"], *spec["size"], dev)
     if part == "train":
         fn = train_steps(ours, theirs, images, targets, samples)[0 if engine == "native" else 1]
@@ -245,12 +246,11 @@ def memory_child(engine: str, part: str, name: str, device: str, channels_last: 
     print(json.dumps({"peak_mb": peak}))
 
 
-def memory_pair(part: str, name: str, device: str, channels_last: bool) -> dict:
+def memory_pair(part: str, name: str, device: str, fast: dict) -> dict:
     out = {}
     for engine in ("native", "mmdet"):
         cmd = [sys.executable, __file__, "--memory-child", engine, part, name, "--device", device]
-        if channels_last:
-            cmd.append("--channels-last")
+        cmd += [f"--{key.replace('_', '-')}" for key, on in fast.items() if on]
         result = subprocess.run(cmd, capture_output=True, text=True, check=True)
         out[engine] = json.loads(result.stdout.strip().splitlines()[-1])["peak_mb"]
     return {"native_mb": out["native"], "mmdet_mb": out["mmdet"], "ratio": out["mmdet"] / out["native"]}
@@ -264,19 +264,22 @@ def main(argv: list[str] | None = None) -> None:
                         choices=["train", "infer", "assign", "memory"])
     parser.add_argument("--pairs", type=int, default=7, help="interleaved timing pairs (3 for r50 on CPU)")
     parser.add_argument("--channels-last", action="store_true", help="the native model in channels_last")
+    parser.add_argument("--compile", action="store_true", help="the native model's dense path torch.compiled")
     parser.add_argument("--memory-child", nargs=3, metavar=("ENGINE", "PART", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    fast = {"channels_last": args.channels_last, "compile": args.compile}
     if args.memory_child:
-        memory_child(*args.memory_child, args.device, args.channels_last)
+        memory_child(*args.memory_child, args.device, fast)
         return
     device = torch.device(args.device)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, native fast path: "
+          f"{', '.join(key for key, on in fast.items() if on) or 'none'}")
     print(f"{'config':<7} {'what':<24} {'native':>12} {'mmdet':>12} {'mmdet/native':>13}")
     for name in args.configs:
         spec = CONFIGS[name]
         pairs = args.pairs if name == "smoke" or device.type == "cuda" else min(args.pairs, 3)
-        ours, theirs = build_pair(gfl_config(spec["profile"]), device, args.channels_last)
+        ours, theirs = build_pair(gfl_config(spec["profile"], **fast), device)
         images, targets, samples = fake_batch(spec["batch"], *spec["size"], device)
         print(f"{name:<7} check: {check_same(ours, theirs, images, targets, samples)}")
         rows = []
@@ -292,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name:<7} {what:<24} {r['native_ms']:>9.1f} ms {r['mmdet_ms']:>9.1f} ms {r['ratio']:>12.2f}x")
         if "memory" in args.parts:
             for part in ("train", "infer"):
-                r = memory_pair(part, name, args.device, args.channels_last)
+                r = memory_pair(part, name, args.device, fast)
                 print(f"{name:<7} {'peak memory ' + part:<24} {r['native_mb']:>9.0f} MB {r['mmdet_mb']:>9.0f} MB "
                       f"{r['ratio']:>12.2f}x")
     if "assign" in args.parts:

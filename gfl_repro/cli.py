@@ -30,7 +30,7 @@ from .report.tables import FORMATS
 from .report.overview import describe_experiment, format_description, list_experiments
 from .specs.catalogue import (NoMatchingRow, UnknownName, default_experiments_dir, default_results_dir,
                               get_experiment, load_catalogue, select, select_rows, select_with_uses)
-from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile, with_precision
+from .specs.profiles import DEFAULT_PROFILE, PROFILES, Profile, with_arithmetic
 from .specs.run_config import ENGINES, PRECISIONS
 from .specs.spec import SpecError
 from .store import tables_dir
@@ -97,11 +97,14 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     click.echo(f"gfl-repro: warning: {' '.join(str(message).split())}", err=True)
 
 
-def _profile(name: str, precision: str = "fp32") -> Profile:
-    """The named profile, its runs at ``precision`` (the global ``--precision``)."""
+def _profile(name: str, arithmetic: dict | None = None) -> Profile:
+    """The named profile, its runs computing as the global ``--precision``, ``--channels-last``
+    and ``--compile`` say."""
     if name not in PROFILES:
         raise UserError(str(UnknownName("profile", name, list(PROFILES))))
-    return with_precision(PROFILES[name], _choice("precision", precision, PRECISIONS))
+    arithmetic = dict(arithmetic or {})
+    _choice("precision", arithmetic.get("precision", "fp32"), PRECISIONS)
+    return with_arithmetic(PROFILES[name], **arithmetic)
 
 
 def _choice(what: str, name: str, choices: tuple[str, ...]) -> str:
@@ -192,19 +195,25 @@ def _repeat_options(obj: dict, profile: Profile, engine: str, seeds: int | None,
     show_default=True,
     help="Arithmetic of training: fp32 (the paper's) or bf16 (bfloat16 autocast); part of each run's identity.",
 )
+@click.option("--channels-last", is_flag=True,
+              help="Activations and conv weights in NHWC layout (faster convolutions); part of each run's identity.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile backbone, neck and head (first iterations compile); part of each run's identity.")
 @click.pass_context
-def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | None, precision: str) -> None:
+def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | None, precision: str,
+        channels_last: bool, compile_: bool) -> None:
     """Reproduce the experiments of Generalized Focal Loss (Li et al., NeurIPS 2020)."""
     results = results_dir or default_results_dir()
     if results.exists() and not results.is_dir():
         raise UserError(f"results directory {results} is a file, not a directory")
     given = [("--experiments-dir", experiments_dir), ("--results-dir", results_dir),
              ("--precision", precision if precision != "fp32" else None)]
+    switches = [flag for flag, on in (("--channels-last", channels_last), ("--compile", compile_)) if on]
     ctx.obj = {
         "experiments": experiments_dir or default_experiments_dir(),
         "results": results,
-        "global_flags": [word for flag, value in given if value is not None for word in (flag, str(value))],
-        "precision": precision,
+        "global_flags": [word for flag, value in given if value is not None for word in (flag, str(value))] + switches,
+        "arithmetic": {"precision": precision, "channels_last": channels_last, "compile": compile_},
     }
 
 
@@ -215,7 +224,7 @@ def cli(ctx: click.Context, experiments_dir: Path | None, results_dir: Path | No
 @click.pass_obj
 def list_command(obj: dict, profile_name: str, engine: str, seeds: int | None) -> None:
     """Every paper artifact with its rows and how many of its runs (rows x seeds) are done."""
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
     seeds = _seeds(profile, seeds)
     summaries = _guard(list_experiments, profile, obj["results"], obj["experiments"], engine, seeds)
@@ -239,7 +248,7 @@ def list_command(obj: dict, profile_name: str, engine: str, seeds: int | None) -
 def show_command(obj: dict, experiment: str, profile_name: str, engine: str, fmt: str, seeds: int | None,
                  row_patterns: tuple[str, ...]) -> None:
     """Rows, overrides, paper numbers, claims, run ids and state of one experiment."""
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     exp = _guard(get_experiment, experiment, obj["experiments"])
@@ -268,7 +277,7 @@ def collect_command(obj: dict, experiments: tuple[str, ...], profile_name: str, 
     from .report.claims import RULE
     from .report.tables import verdict_lines, write_tables
 
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
     fmt = _format(fmt, FORMATS)
     if out is not None and out.exists() and not out.is_dir():
@@ -326,7 +335,7 @@ def run_command(obj: dict, experiments: tuple[str, ...], profile_name: str, engi
     from .launch.run import LAUNCHERS, LaunchOptions, run
     from .launch.slurm import slurm_options
 
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
     launcher = _choice("launcher", launcher, LAUNCHERS)
     if engine == "mmdet":
@@ -404,7 +413,7 @@ def plot_command(obj: dict, figures: tuple[str, ...], profile_name: str, out: Pa
     from .engines.environment import DataError
     from .report.figures import default_figures_dir, plot_experiment
 
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     chosen = _guard(select, figures, obj["experiments"])
     tables = [e.id for e in chosen if e.kind != "figure"]
     if figures and tables:
@@ -442,7 +451,7 @@ def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, e
     """State of every run (row x seed: missing / pending / running / done / failed), progress, AP, last error."""
     from .report.status import format_status, status_rows
 
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
     fmt = _format(fmt, ("text", "json"))
     chosen = _chosen(obj, experiments, row_patterns)
@@ -469,7 +478,7 @@ def report_command(obj: dict, profile_name: str, engine: str, seeds: int | None,
     from .specs.catalogue import default_figures_dir
     from .store import profile_dir
 
-    profile = _profile(profile_name, obj["precision"])
+    profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
     out_dir = out or profile_dir(obj["results"], profile.name) / "report"
     global_flags = " ".join(shlex.quote(w) for w in obj.get("global_flags", []))

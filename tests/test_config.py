@@ -99,12 +99,27 @@ def test_smoke_profile_settings_per_detector(catalogue):
 
 
 def test_precision_is_part_of_the_run_identity_and_fp32_keeps_every_id(catalogue):
-    from gfl_repro.specs.profiles import with_precision
+    from gfl_repro.specs.profiles import with_arithmetic
 
     smoke = PROFILES["smoke"]
     exp = catalogue["table3"]
-    fp32 = [rid for _, _, rid in exp.runs(with_precision(smoke, "fp32"))]
-    bf16 = exp.runs(with_precision(smoke, "bf16"))
+    fp32 = [rid for _, _, rid in exp.runs(with_arithmetic(smoke, "fp32"))]
+    bf16 = exp.runs(with_arithmetic(smoke, "bf16"))
     assert fp32 == [rid for _, _, rid in exp.runs(smoke)]
     assert all(c.precision == "bf16" for _, c, _ in bf16) and not set(fp32) & {rid for _, _, rid in bf16}
-    assert "bf16 training" in with_precision(smoke, "bf16").label and "bf16" not in smoke.label
+    assert "bf16 training" in with_arithmetic(smoke, "bf16").label and "bf16" not in smoke.label
+
+
+def test_channels_last_and_compile_are_part_of_the_run_identity(catalogue):
+    from gfl_repro.specs.profiles import with_arithmetic
+
+    smoke = PROFILES["smoke"]
+    exp = catalogue["table3"]
+    plain = {rid for _, _, rid in exp.runs(smoke)}
+    fast = with_arithmetic(smoke, channels_last=True, compile=True)
+    runs = exp.runs(fast)
+    assert all(c.channels_last and c.compile and c.precision == "fp32" for _, c, _ in runs)
+    assert not plain & {rid for _, _, rid in runs}
+    assert {rid for _, _, rid in exp.runs(with_arithmetic(smoke, channels_last=True))} != {rid for _, _, rid in runs}
+    assert fast.label == "smoke profile (toy scale, synthetic data), channels-last, compiled"
+

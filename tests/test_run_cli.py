@@ -173,3 +173,22 @@ def test_test_dev_rows_write_server_detections_and_say_val2017(tmp_path):
     csv = (tmp_path / "t" / "tinydev.csv").read_text().splitlines()
     header, line = csv[0].split(","), csv[1].split(",")
     assert line[header.index("evaluated_on")] == "val2017" and line[header.index("state")] == "done"
+
+
+def test_the_fast_path_flags_make_their_own_runs(tmp_path):
+    base = ["--results-dir", str(tmp_path / "res")]
+
+    def planned(*flags: str) -> tuple[str, set[str]]:
+        result = CliRunner().invoke(cli, [*base, *flags, "run", "table3", "--seeds", "1", "--dry-run"])
+        assert result.exit_code == 0, result.output
+        lines = result.output.splitlines()
+        return lines[0], {line.split()[2].rstrip(":") for line in lines if line.strip().startswith("would run")}
+
+    header, plain = planned()
+    fast_header, fast = planned("--channels-last", "--compile")
+    assert len(plain) == len(fast) == 4 and not plain & fast
+    assert "channels-last, compiled" in fast_header and "channels-last" not in header
+    refused = CliRunner().invoke(cli, [*base, "--channels-last", "run", "table3", "--engine", "mmdet"])
+    assert refused.exit_code == 2
+    assert "needs the native engine (--channels-last is the native engine's fast path)" in refused.output
+    assert "Traceback" not in refused.output

@@ -252,6 +252,10 @@ def test_select_rows_by_substring(catalogue):
         select_rows([catalogue["table4"]], ["GFL R-50"])
 
 
-def test_a_row_cannot_choose_the_precision(tmp_path):
-    with pytest.raises(SpecError, match="field 'overrides.precision': the precision is chosen on the command line"):
-        load_experiment(_write(tmp_path, GOOD_HEAD + '[[row]]\nlabel = "r"\noverrides = { precision = "bf16" }\n'))
+def test_a_row_cannot_choose_the_arithmetic(tmp_path):
+    for key, value, flag in (("precision", '"bf16"', "precision"), ("channels_last", "true", "channels-last"),
+                             ("compile", "true", "compile")):
+        row = f'[[row]]\nlabel = "r"\noverrides = {{ {key} = {value} }}\n'
+        with pytest.raises(SpecError, match=f"field 'overrides.{key}': {key} is chosen on the command line "
+                                            f"\\(gfl-repro --{flag}\\)"):
+            load_experiment(_write(tmp_path, GOOD_HEAD + row))

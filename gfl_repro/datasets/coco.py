@@ -290,13 +290,15 @@ def seed_worker(worker_id: int) -> None:
 
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                  seed: int = 0, drop_last: bool = False, size_divisor: int = 32,
-                 persistent_workers: bool = True, rank: int = 0, world_size: int = 1, start: int = 0) -> DataLoader:
+                 persistent_workers: bool = True, rank: int = 0, world_size: int = 1, start: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
     """DataLoader with an ``EpochSampler`` (deterministic order per epoch: call
     ``loader.sampler.set_epoch(e)`` to resume), ``collate`` padding to ``size_divisor`` and
     seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers.
     With ``world_size`` > 1, ``batch_size`` is the global batch and this process loads its
     ``batch_size / world_size`` share of each (see ``EpochSampler.rank_order``); ``start``
-    skips that many batches at the head of each epoch."""
+    skips that many batches at the head of each epoch. ``pin_memory`` (for a CUDA device) puts
+    batches in page-locked memory, so their copy to the GPU overlaps the step before."""
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                            global_batch=batch_size, start=start)
     batch_size = batch_size // world_size
@@ -307,4 +309,4 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: 
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         collate_fn=functools.partial(collate, size_divisor=size_divisor), drop_last=drop_last,
         worker_init_fn=seed_worker, generator=generator,
-        persistent_workers=persistent_workers and num_workers > 0)
+        persistent_workers=persistent_workers and num_workers > 0, pin_memory=pin_memory)

@@ -38,9 +38,11 @@ class Detector(nn.Module):
         self.neck = neck
         self.head = head
         self.test_cfg = test_cfg
+        self.memory_format = torch.contiguous_format
 
     def forward(self, images: Tensor, targets: list[dict] | None = None):
         """Head outputs; with ``targets``, the loss dict (the form DistributedDataParallel calls)."""
+        images = images.contiguous(memory_format=self.memory_format)
         outputs = self.head(self.neck(self.backbone(images)))
         return outputs if targets is None else self.head.loss(outputs, targets)
 
@@ -79,7 +81,31 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
         spec = HeadSpec(num_classes=num_classes, in_channels=width["channels"], feat_channels=width["channels"],
                         stacked_convs=width["convs"], norm_groups=width["groups"])
     test_cfg = PostprocessConfig.from_config(config, min_bbox_size=entry.min_bbox_size)
-    return Detector(backbone, neck, build_head(config, spec), test_cfg)
+    detector = Detector(backbone, neck, build_head(config, spec), test_cfg)
+    if config.channels_last:
+        use_channels_last(detector)
+    if config.compile:
+        compile_dense_path(detector)
+    return detector
+
+
+def use_channels_last(detector: Detector) -> None:
+    """Conv weights and the input images in NHWC layout (``--channels-last``): the layout the
+    CPU's oneDNN convolutions and CUDA tensor cores prefer, so no layout conversions surround
+    each convolution. The same math, a different summation order."""
+    detector.to(memory_format=torch.channels_last)
+    detector.memory_format = torch.channels_last
+
+
+def compile_dense_path(detector: Detector) -> None:
+    """``torch.compile`` (inductor) of the backbone, the neck and the head's forward
+    (``--compile``): the per-pixel work, whose shapes depend only on the padded image size.
+    Target assignment and the losses stay eager (their shapes depend on the boxes). In place
+    (``nn.Module.compile``), so parameter names and checkpoints are unchanged; the first
+    iteration at each new padded size compiles (``dynamic=False``: at most a few sizes, since
+    batches are padded to multiples of 32)."""
+    for part in (detector.backbone, detector.neck, detector.head):
+        part.compile(dynamic=False)
 
 
 __all__ = ["Detector", "WIDTH", "build_detector", "build_head", "check_supported"]

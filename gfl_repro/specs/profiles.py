@@ -39,7 +39,10 @@ class Profile:
     def label(self) -> str:
         name = f"{self.name} profile (toy scale, synthetic data)" if self.toy_scale else f"{self.name} profile"
         precision = self.overrides.get("precision", "fp32")
-        return name if precision == "fp32" else f"{name}, {precision} training"
+        arithmetic = [f"{precision} training"] if precision != "fp32" else []
+        arithmetic += [text for key, text in (("channels_last", "channels-last"), ("compile", "compiled"))
+                       if self.overrides.get(key)]
+        return ", ".join([name, *arithmetic])
 
 
 PAPER = Profile(
@@ -110,9 +113,14 @@ def apply_profile(settings: dict[str, Any], profile: Profile, keep: Iterable[str
     return out
 
 
-def with_precision(profile: Profile, precision: str) -> Profile:
-    """``profile`` whose runs train at ``precision`` (``fp32``, the paper's, or ``bf16``): the
-    precision is part of each run's identity, so both sets of results sit side by side."""
-    if precision == "fp32":
+def with_arithmetic(profile: Profile, precision: str = "fp32", channels_last: bool = False,
+                    compile: bool = False) -> Profile:
+    """``profile`` whose runs compute at ``precision`` (``fp32``, the paper's, or ``bf16``), in
+    channels-last layout and/or compiled with torch.compile. Each of these is part of a run's
+    identity (they change float rounding), so both sets of results sit side by side."""
+    settings = {"precision": precision, "channels_last": channels_last, "compile": compile}
+    defaults = {"precision": "fp32", "channels_last": False, "compile": False}
+    changed = {k: v for k, v in settings.items() if v != defaults[k]}
+    if not changed:
         return profile
-    return dataclasses.replace(profile, overrides={**profile.overrides, "precision": precision})
+    return dataclasses.replace(profile, overrides={**profile.overrides, **changed})

@@ -86,8 +86,10 @@ class RunConfig:
     synth_val: int = 0
     # --- which implementation trains it (chosen by `run --engine`, never by a spec row) -----
     engine: str = "native"  # "mmdet": mmdetection 3.3 itself, for the rows its stock heads express
-    # --- arithmetic of training and inference (chosen by `--precision`, never by a spec row) --
+    # --- arithmetic of training and inference (chosen on the command line, never by a spec row) --
     precision: str = "fp32"  # the paper's and mmdet's; "bf16": bfloat16 autocast of the training forward pass
+    channels_last: bool = False  # activations and conv weights in NHWC layout (`--channels-last`)
+    compile: bool = False  # torch.compile (inductor) of backbone, neck and head (`--compile`)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -107,6 +109,11 @@ class RunConfig:
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+ARITHMETIC = ("precision", "channels_last", "compile")
+"""Settings of how a run computes, not what: chosen on the command line, never by a spec row.
+Each changes the rounding of float sums, so each is part of the run's identity."""
 
 
 def run_id(config: RunConfig) -> str:

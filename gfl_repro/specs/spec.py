@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .run_config import RunConfig, check_consistency, check_field, run_id
+from .run_config import ARITHMETIC, RunConfig, check_consistency, check_field, run_id
 from .profiles import Profile, apply_profile
 from .recipes import RECIPES
 
@@ -413,9 +413,10 @@ def _parse_row(
         if key == "engine":
             raise SpecError(f"{where}, field 'overrides.engine': the engine is chosen on the command line "
                             "(gfl-repro run --engine), not by a row")
-        if key == "precision":
-            raise SpecError(f"{where}, field 'overrides.precision': the precision is chosen on the command line "
-                            "(gfl-repro --precision), not by a row")
+        if key in ARITHMETIC:
+            flag = "--" + key.replace("_", "-")
+            raise SpecError(f"{where}, field 'overrides.{key}': {key} is chosen on the command line "
+                            f"(gfl-repro {flag}), not by a row")
         if key == "seed":
             raise SpecError(f"{where}, field 'overrides.seed': seeds are chosen on the command line "
                             "(gfl-repro run --seeds), not by a row")

@@ -84,6 +84,9 @@ def stock_name(config: RunConfig) -> str:
     if config.precision != "fp32":
         raise NeedsNativeEngine(f"needs the native engine (precision {config.precision} is the native engine's; "
                                 "mmdet's runs train in fp32)")
+    for setting, flag in (("channels_last", "--channels-last"), ("compile", "--compile")):
+        if getattr(config, setting):
+            raise NeedsNativeEngine(f"needs the native engine ({flag} is the native engine's fast path)")
     method = (config.quality, config.cls_loss, config.box, config.box_loss)
     if config.detector == "atss":
         names = ("gfl", "atss")
