@@ -70,9 +70,9 @@ SMOKE = Profile(
         "nms_pre": 1000,
     },
     schedules={"1x": (12, (8, 11)), "2x": (24, (16, 22)), "ssd_120e": (12, (8, 11))},
-    # SSD512's last level is a 4x4 conv (padding 1) on a map 1/256 of the input: the input
-    # must be at least ~288 px square for it to have an output; 320 is the nearest multiple of 32
-    fixed_size_scale=(320, 320),
+    # SSD512's last level is a 4x4 conv (padding 1) on the 2x2 map of the level before it: 288 px
+    # (9 x 32) is the smallest square input that leaves it an output (maps 36, 18, 9, 5, 3, 2, 1)
+    fixed_size_scale=(288, 288),
     default_seeds=3,
     # twice the linearly scaled lr: GFL's 0.01 at batch 16 becomes 0.01 at batch 8 (a short
     # schedule on toy data), SSD512's 2e-3 at batch 64 becomes 5e-4
