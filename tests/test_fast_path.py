@@ -117,3 +117,34 @@ def test_compiled_detector_keeps_its_parameter_names_and_computes_the_same_losse
     reference_losses, _ = losses_and_grads(plain, images, targets)
     losses, _ = losses_and_grads(compiled, images, targets)
     assert_same(losses, reference_losses, RTOL)
+
+
+# every distinct head of the catalogue: Table 1a's qualities and Table 2a's boxes on FCOS and
+# ATSS, GFL, and Table 1b's detectors with and without QFL
+HEADS = [("table1a", g, label) for g in ("FCOS", "ATSS") for label in (
+    "w/o quality branch", "centerness-branch", "IoU-branch", "centerness-guided", "IoU-guided", "joint w/ QFL (ours)")]
+HEADS += [("table2a", g, label) for g in ("FCOS", "ATSS") for label in ("Gaussian", "General w/ DFL (ours)")]
+HEADS += [("table3", None, "ATSS + QFL + DFL")]
+HEADS += [("table1b", None, f"{d}{qfl}") for d in ("RetinaNet", "FoveaBox", "SSD512") for qfl in ("", " + joint w/ QFL")]
+
+
+@pytest.mark.parametrize("experiment,group,label", HEADS, ids=[f"{g or e}-{lab}" for e, g, lab in HEADS])
+def test_bf16_training_keeps_the_losses_in_float32(experiment, group, label):
+    """``--precision bf16``: the forward pass under bfloat16 autocast, the head's targets and
+    losses in float32 (as the loop runs a step); the losses stay within bfloat16's rounding of
+    the fp32 ones and every trainable parameter gets a finite gradient."""
+    config = smoke_config(experiment, group, label)
+    torch.manual_seed(0)
+    model = build_detector(config, num_classes=6)
+    images, targets = batch(config)
+    reference, _ = losses_and_grads(model, images, targets)
+    model.zero_grad()
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        losses = model.loss(images, targets)
+    assert losses.keys() == reference.keys()
+    assert all(v.dtype == torch.float32 for v in losses.values())
+    for name, value in losses.items():
+        torch.testing.assert_close(value.detach(), reference[name], rtol=0.1, atol=0.02, msg=name)
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -59,6 +59,11 @@ class HeadOutputs:
     reg: list[Tensor]
     quality: list[Tensor] | None
 
+    def float(self) -> "HeadOutputs":
+        """The same outputs in float32 (they are bfloat16 from a forward pass under autocast)."""
+        return HeadOutputs([x.float() for x in self.cls], [x.float() for x in self.reg],
+                           None if self.quality is None else [x.float() for x in self.quality])
+
 
 @dataclass
 class Targets:
@@ -241,7 +246,14 @@ class DenseHead(nn.Module):
     # ------------------------------------------------------------------------- loss
 
     def loss(self, outputs: HeadOutputs, gt: list[dict]) -> dict[str, Tensor]:
-        """Eq. 11 for this head's quality and box representations, named as mmdet names them."""
+        """Eq. 11 for this head's quality and box representations, named as mmdet names them.
+
+        Always in float32, outside autocast: under ``--precision bf16`` only the network's
+        forward pass runs in bfloat16; assignment, targets and losses stay as in the paper."""
+        with torch.autocast(device_type=outputs.cls[0].device.type, enabled=False):
+            return self.float32_loss(outputs.float(), gt)
+
+    def float32_loss(self, outputs: HeadOutputs, gt: list[dict]) -> dict[str, Tensor]:
         C = self.num_classes
         t = self.assign(self.priors(outputs), gt, [tuple(x.shape[-2:]) for x in outputs.cls])
         cls = self.flatten(outputs.cls, self.cls_channels)
