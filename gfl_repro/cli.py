@@ -107,6 +107,11 @@ def _profile(name: str, arithmetic: dict | None = None) -> Profile:
     return with_arithmetic(PROFILES[name], **arithmetic)
 
 
+def _variant(profile: Profile, engine: str) -> str:
+    """The suffix of this invocation's output directories: the arithmetic's, then the engine's."""
+    return profile.variant + ("" if engine == "native" else f"-{engine}")
+
+
 def _choice(what: str, name: str, choices: tuple[str, ...]) -> str:
     if name not in choices:
         raise UserError(str(UnknownName(what, name, list(choices))))
@@ -402,7 +407,8 @@ def _compute_analyses(figures: list, profile: Profile, results_root: Path, data_
 @click.argument("figures", nargs=-1)
 @profile_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory (default: figures/<profile>/ of the checkout).")
+              help="Output directory (default: figures/<profile>/ of the checkout; figures/<profile>-bf16/, ... "
+                   "for another arithmetic).")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="COCO 2017 root for Fig. 5(c)'s assignment pass (paper profile); default $GFL_REPRO_COCO.")
 @click.pass_obj
@@ -467,7 +473,8 @@ def status_command(obj: dict, experiments: tuple[str, ...], profile_name: str, e
 @engine_option
 @seeds_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output directory (default: results/<profile>/report/).")
+              help="Output directory (default: results/<profile>/report/; report-bf16/, report-mmdet/, ... for "
+                   "another arithmetic or engine).")
 @click.option("--figures-dir", type=click.Path(path_type=Path), default=None,
               help="Where `gfl-repro plot` wrote the figures (default: $GFL_REPRO_FIGURES or the checkout's figures/).")
 @click.pass_obj
@@ -476,11 +483,11 @@ def report_command(obj: dict, profile_name: str, engine: str, seeds: int | None,
     """One document (PDF via pdflatex, and Markdown): every table, figure, claim and verdict, what is missing."""
     from .report.document import ReportError, build_report
     from .specs.catalogue import default_figures_dir
-    from .store import profile_dir
+    from .store import report_dir
 
     profile = _profile(profile_name, obj["arithmetic"])
     engine = _engine(engine)
-    out_dir = out or profile_dir(obj["results"], profile.name) / "report"
+    out_dir = out or report_dir(obj["results"], profile.name, _variant(profile, engine))
     global_flags = " ".join(shlex.quote(w) for w in obj.get("global_flags", []))
     try:
         report = _guard(build_report, profile, obj["results"], out_dir, figures_dir or default_figures_dir(),

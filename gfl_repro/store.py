@@ -50,6 +50,12 @@ def tables_dir(results_root: Path, profile: str) -> Path:
     return profile_dir(results_root, profile) / "tables"
 
 
+def report_dir(results_root: Path, profile: str, variant: str = "") -> Path:
+    """Where ``report`` writes: ``report/``, or ``report<variant>/`` for the runs of another
+    arithmetic or engine (``report-bf16/``, ``report-mmdet/``), so no report overwrites another."""
+    return profile_dir(results_root, profile) / f"report{variant}"
+
+
 # ------------------------------------------------------------------------------ writing
 
 

@@ -213,3 +213,28 @@ def _write_png(path: Path) -> None:
     ax.plot([0, 1], [0, 1])
     fig.savefig(path)
     plt.close(fig)
+
+
+def test_outputs_of_another_arithmetic_sit_beside_the_plain_ones(tmp_path, catalogue, smoke):
+    """collect / report of bf16 runs write table3.bf16.md and report-bf16/, never over the fp32
+    table3.md and report/; each says which arithmetic its numbers come from."""
+    from gfl_repro.report.figures import default_figures_dir
+    from gfl_repro.specs.profiles import with_arithmetic
+
+    results = tmp_path / "results"
+    exp = catalogue["table3"]
+    bf16 = with_arithmetic(smoke, "bf16")
+    finish_run(results, smoke, exp, exp.row("ATSS"), ap=0.1234)
+    finish_run(results, bf16, exp, exp.row("ATSS"), ap=0.0987)
+    base = ["--results-dir", str(results)]
+    for flags in ([], ["--precision", "bf16"]):
+        for verb in (["collect", "table3"], ["report", "--figures-dir", str(tmp_path / "figures")]):
+            result = CliRunner().invoke(cli, [*base, *flags, *verb])
+            assert result.exit_code == 0, result.output
+    tables = results / "smoke" / "tables"
+    plain, other = (tables / "table3.md").read_text(), (tables / "table3.bf16.md").read_text()
+    assert "| 12.3 |" in plain and "| 9.9 |" not in plain and "(smoke profile; TOY" in plain
+    assert "| 9.9 |" in other and "| 12.3 |" not in other and "(smoke profile, bf16; TOY" in other
+    assert "; bf16;" in (results / "smoke" / "report-bf16" / "report.md").read_text()
+    assert "bf16" not in (results / "smoke" / "report" / "report.md").read_text()
+    assert default_figures_dir(bf16).name == "smoke-bf16" and default_figures_dir(smoke).name == "smoke"

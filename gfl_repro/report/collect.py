@@ -90,8 +90,9 @@ class CollectedTable:
         exp = self.experiment
         scale = ("TOY SCALE: synthetic data and tiny models; ours are not comparable with the paper's COCO numbers"
                  if self.profile.toy_scale else f"paper on COCO {exp.split}, ours on {self.evaluated_on}")
+        how = "".join(f", {tag}" for tag in self.profile.arithmetic_tags)
         engine = "" if self.engine == "native" else f", {self.engine} engine"
-        return f"{exp.paper_ref}: {exp.title}. Paper vs ours ({self.profile.name} profile{engine}; {scale})."
+        return f"{exp.paper_ref}: {exp.title}. Paper vs ours ({self.profile.name} profile{how}{engine}; {scale})."
 
     @property
     def runs_done(self) -> int:

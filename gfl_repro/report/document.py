@@ -59,7 +59,7 @@ class Report:
 
 def figures_of(catalogue: dict[str, Experiment], figures_dir: Path, profile: Profile) -> list[Figure]:
     """Every figure artifact of the catalogue and where `gfl-repro plot` puts it."""
-    base = Path(figures_dir) / profile.name
+    base = Path(figures_dir) / f"{profile.name}{profile.variant}"
     return [Figure(exp, art.name, base / f"{exp.id}_{art.name}.png", base / f"{exp.id}_{art.name}.pdf")
             for exp in catalogue.values() if exp.kind == "figure" for art in exp.artifacts]
 
@@ -133,7 +133,8 @@ def _profile_text(profile: Profile, seeds: int, engine: str) -> str:
     scale = ("TOY SCALE: these numbers show that the pipeline works; they are not comparable with the paper's "
              "COCO numbers."
              if profile.toy_scale else "The paper's settings on COCO 2017.")
-    return (f"Profile `{profile.name}` ({profile.description}); {seeds} seed(s) per row; {engine} engine. "
+    how = "".join(f"; {tag}" for tag in profile.arithmetic_tags)
+    return (f"Profile `{profile.name}` ({profile.description}){how}; {seeds} seed(s) per row; {engine} engine. "
             f"{scale}")
 
 

@@ -443,7 +443,8 @@ def write_tables(experiments: list[Experiment], profile: Profile, results_root: 
             continue
         table = collect_table(exp, profile, results_root, engine, seeds)
         text, ext = render(table, fmt)
-        path = Path(out_dir) / (f"{exp.id}.{ext}" if engine == "native" else f"{exp.id}.{engine}.{ext}")
+        tags = profile.arithmetic_tags + (() if engine == "native" else (engine,))
+        path = Path(out_dir) / ".".join([exp.id, *tags, ext])
         atomic_write_text(path, text)
         written.append(Written(table, path, claims_of(table)))
     return written

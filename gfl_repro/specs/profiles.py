@@ -36,13 +36,25 @@ class Profile:
     detector_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
+    def arithmetic_tags(self) -> tuple[str, ...]:
+        """The non-default arithmetic of this profile's runs, e.g. ``("bf16", "channels-last")``;
+        empty for the plain profile. ``collect``, ``plot`` and ``report`` tag their outputs with
+        them, so a bf16 table never overwrites an fp32 one."""
+        tags = [self.overrides["precision"]] if self.overrides.get("precision", "fp32") != "fp32" else []
+        tags += [text for key, text in (("channels_last", "channels-last"), ("compile", "compiled"))
+                 if self.overrides.get(key)]
+        return tuple(tags)
+
+    @property
+    def variant(self) -> str:
+        """:attr:`arithmetic_tags` as a directory-name suffix: ``""`` or e.g. ``"-bf16"``."""
+        return "".join(f"-{tag}" for tag in self.arithmetic_tags)
+
+    @property
     def label(self) -> str:
         name = f"{self.name} profile (toy scale, synthetic data)" if self.toy_scale else f"{self.name} profile"
-        precision = self.overrides.get("precision", "fp32")
-        arithmetic = [f"{precision} training"] if precision != "fp32" else []
-        arithmetic += [text for key, text in (("channels_last", "channels-last"), ("compile", "compiled"))
-                       if self.overrides.get(key)]
-        return ", ".join([name, *arithmetic])
+        tags = [f"{tag} training" if tag == self.overrides.get("precision") else tag for tag in self.arithmetic_tags]
+        return ", ".join([name, *tags])
 
 
 PAPER = Profile(

@@ -44,8 +44,9 @@ class Plotted:
 
 
 def default_figures_dir(profile: Profile) -> Path:
-    """``figures/<profile>/`` of the project checkout."""
-    return PROJECT_ROOT / "figures" / profile.name
+    """``figures/<profile><variant>/`` of the project checkout (``figures/smoke/``,
+    ``figures/smoke-bf16/``, ...)."""
+    return PROJECT_ROOT / "figures" / f"{profile.name}{profile.variant}"
 
 
 def plot_experiment(experiment: Experiment, profile: Profile, results_root: Path, out_dir: Path,
