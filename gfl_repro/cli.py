@@ -201,7 +201,8 @@ def _repeat_options(obj: dict, profile: Profile, engine: str, seeds: int | None,
     help="Arithmetic of training: fp32 (the paper's) or bf16 (bfloat16 autocast); part of each run's identity.",
 )
 @click.option("--channels-last", is_flag=True,
-              help="Activations and conv weights in NHWC layout (faster convolutions); part of each run's identity.")
+              help="Activations and conv weights in NHWC layout (what tensor cores prefer); part of each run's "
+                   "identity.")
 @click.option("--compile", "compile_", is_flag=True,
               help="torch.compile backbone, neck and head (first iterations compile); part of each run's identity.")
 @click.pass_context
@@ -519,7 +520,8 @@ def _require_mmdet() -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Where to write the native checkpoint.")
 def import_mmdet_command(checkpoint: Path, out: Path) -> None:
-    """Convert an mmdet 3.x/2.x GFL or ATSS checkpoint into the native format (loads with weights_only=True)."""
+    """Convert an mmdet 3.x/2.x GFL, ATSS, FCOS, RetinaNet, FoveaBox or SSD512 checkpoint into the native format
+    (read weights-only through an allow-list)."""
     from .engines.mmdet.convert import import_checkpoint
 
     info = import_checkpoint(checkpoint, out)

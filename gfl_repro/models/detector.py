@@ -101,9 +101,10 @@ def compile_dense_path(detector: Detector) -> None:
     """``torch.compile`` (inductor) of the backbone, the neck and the head's forward
     (``--compile``): the per-pixel work, whose shapes depend only on the padded image size.
     Target assignment and the losses stay eager (their shapes depend on the boxes). In place
-    (``nn.Module.compile``), so parameter names and checkpoints are unchanged; the first
-    iteration at each new padded size compiles (``dynamic=False``: at most a few sizes, since
-    batches are padded to multiples of 32)."""
+    (``nn.Module.compile``), so parameter names and checkpoints are unchanged. The first
+    iteration at each new padded size compiles (``dynamic=False``; batches are padded to
+    multiples of 32, so a fixed-scale schedule sees a few sizes; multiscale training sees more,
+    and past torch's recompilation limit new sizes run eagerly)."""
     for part in (detector.backbone, detector.neck, detector.head):
         part.compile(dynamic=False)
 
