@@ -461,3 +461,69 @@ def test_loader_deterministic_and_worker_independent(dataset_dir):
             assert ta == tb and torch.equal(ia, ib)
     assert [t for _, t in a[0]] != [t for _, t in a[1]]  # a new order/augmentation per epoch
     assert all(imgs.shape[-1] % 32 == 0 and imgs.shape[-2] % 32 == 0 for imgs, _ in a[0])
+
+
+def test_group_by_aspect_makes_one_orientation_per_batch():
+    from gfl_repro.datasets.coco import group_by_aspect
+
+    groups = [0, 1, 1, 0, 1, 1, 1, 0, 0, 1, 0]
+    order = [3, 0, 9, 1, 7, 2, 10, 4, 8, 5, 6]
+    grouped = group_by_aspect(order, groups, batch=2)
+    assert sorted(grouped) == list(range(11))
+    # buckets emitted as they fill: (3, 0) portrait, (9, 1), (7, 10), (2, 4), (5, 6); 8 is left
+    assert grouped == [3, 0, 9, 1, 7, 10, 2, 4, 5, 6, 8]
+    batches = [grouped[i:i + 2] for i in range(0, 10, 2)]
+    assert all(len({groups[i] for i in b}) == 1 for b in batches)
+    assert group_by_aspect(order, [1] * 11, batch=2) == order  # one orientation: the order itself
+
+
+def test_sampler_groups_every_global_batch_and_resumes_inside_an_epoch():
+    groups = [i % 3 == 0 for i in range(23)]  # a third portrait
+    single = EpochSampler(23, shuffle=True, seed=5, global_batch=4, aspect_groups=groups)
+    order = single.order(2)
+    full = [order[i:i + 4] for i in range(0, len(order) - len(order) % 4, 4)]
+    assert sorted(order) == list(range(23)) and order != EpochSampler(23, shuffle=True, seed=5).order(2)
+    assert sum(len({groups[i] for i in b}) == 1 for b in full) >= len(full) - 1  # only the tail mixes
+    ranks = [EpochSampler(23, shuffle=True, seed=5, rank=r, world_size=2, global_batch=4, aspect_groups=groups)
+             for r in range(2)]
+    for r, sampler in enumerate(ranks):
+        mine = sampler.rank_order(2)
+        assert mine[:2 * len(full)] == [i for b in full for i in b[2 * r:2 * r + 2]]
+    resumed = EpochSampler(23, shuffle=True, seed=5, global_batch=4, start=3, aspect_groups=groups)
+    resumed.set_epoch(2)
+    assert [i for i, _ in resumed] == order[12:]
+
+
+def test_the_training_loader_batches_one_orientation(tmp_path):
+    """A dataset of portrait and landscape images: with grouping every batch pads to one
+    orientation (what mmdet's AspectRatioBatchSampler gives), and the grouping changes nothing
+    where all images share one (the synthetic smoke data)."""
+    from PIL import Image
+
+    root = tmp_path / "mixed"
+    (root / "img").mkdir(parents=True)
+    images, anns = [], []
+    for i in range(1, 13):
+        size = (96, 64) if i % 3 else (64, 96)  # every third portrait
+        Image.new("RGB", size, (10 * i, 90, 40)).save(root / "img" / f"{i}.png")
+        images.append({"id": i, "file_name": f"{i}.png", "width": size[0], "height": size[1]})
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [4, 4, 30, 30], "area": 900.0, "iscrowd": 0})
+    (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                               "categories": [{"id": 1, "name": "thing"}]}))
+    ds = CocoDetection(root / "img", root / "ann.json", train=True, scale=(96, 64), flip_prob=0.0, min_size=8)
+    assert ds.aspect_groups() == [0 if i % 3 == 0 else 1 for i in range(1, 13)]
+    def padded_shapes(group: bool) -> list[tuple[int, int]]:
+        return [tuple(imgs.shape[-2:]) for _ in range(3)
+                for imgs, _ in build_loader(ds, batch_size=2, shuffle=True, seed=1, group_by_aspect_ratio=group)]
+
+    # mixed batches pad a portrait and a landscape image to 96 x 96; grouped ones never mix
+    assert (96, 96) in padded_shapes(False)
+    grouped = padded_shapes(True)
+    assert set(grouped) == {(64, 96), (96, 64)}
+
+
+def test_grouping_leaves_the_smoke_order_alone(dataset_dir):
+    ds = CocoDetection(*_split_paths(dataset_dir, "train"), train=True, scale=(192, 160))
+    assert set(ds.aspect_groups()) == {1}
+    plain = EpochSampler(len(ds), shuffle=True, seed=7, global_batch=4).order(3)
+    assert EpochSampler(len(ds), shuffle=True, seed=7, global_batch=4, aspect_groups=ds.aspect_groups()).order(3) == plain

@@ -152,6 +152,11 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self.img_ids)
 
+    def aspect_groups(self) -> list[int]:
+        """Per item: 0 for a portrait image (width < height), 1 otherwise — mmdet's
+        ``AspectRatioBatchSampler`` buckets, from the image sizes in the annotation file."""
+        return [0 if self.coco.imgs[i]["width"] < self.coco.imgs[i]["height"] else 1 for i in self.img_ids]
+
     @property
     def num_classes(self) -> int:
         return len(self.cat_ids)
@@ -226,11 +231,16 @@ class EpochSampler(Sampler):
     ``shuffle``, else 0..n-1.  Each ``__iter__`` uses the current epoch, then advances it by one;
     ``set_epoch(e)`` sets the epoch of the next ``__iter__`` (e.g. on resume).  ``start``
     skips that many of this process's batches at the head of every epoch (a mid-epoch resume
-    then reads no image it does not train on)."""
+    then reads no image it does not train on). With ``aspect_groups`` (one 0/1 per item) the
+    order is grouped so that every global batch holds images of one orientation
+    (:func:`group_by_aspect`), as mmdet's training batches are."""
 
     def __init__(self, num_items: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 global_batch: int = 1, start: int = 0):
+                 global_batch: int = 1, start: int = 0, aspect_groups: Sequence[int] | None = None):
         self.num_items = int(num_items)
+        if aspect_groups is not None and len(aspect_groups) != self.num_items:
+            raise ValueError(f"{len(aspect_groups)} aspect groups for {num_items} items")
+        self.aspect_groups = None if aspect_groups is None else [int(g) for g in aspect_groups]
         self.shuffle = shuffle
         self.seed = int(seed)
         self.epoch = 0
@@ -245,9 +255,13 @@ class EpochSampler(Sampler):
     def order(self, epoch: int) -> list[int]:
         """Item order of ``epoch``."""
         if not self.shuffle:
-            return list(range(self.num_items))
-        rng = np.random.default_rng([self.seed, int(epoch), 0x5EED])
-        return [int(i) for i in rng.permutation(self.num_items)]
+            order = list(range(self.num_items))
+        else:
+            rng = np.random.default_rng([self.seed, int(epoch), 0x5EED])
+            order = [int(i) for i in rng.permutation(self.num_items)]
+        if self.aspect_groups is None:
+            return order
+        return group_by_aspect(order, self.aspect_groups, self.global_batch)
 
     def rank_order(self, epoch: int) -> list[int]:
         """This process's share of ``order(epoch)``: its slice of every global batch.
@@ -279,6 +293,23 @@ class EpochSampler(Sampler):
         return max(total - self.skip, 0)
 
 
+def group_by_aspect(order: Sequence[int], groups: Sequence[int], batch: int) -> list[int]:
+    """``order`` regrouped into batches of one aspect group each (mmdet 3.3's
+    ``AspectRatioBatchSampler``): walk the order, put each item in its group's bucket, and emit
+    the bucket as the next batch when it holds ``batch`` items; what is left at the end follows,
+    portrait bucket first, in batches that may mix both. A permutation of ``order``; when every
+    item is in one group it is ``order`` itself."""
+    buckets: dict[int, list[int]] = {0: [], 1: []}
+    grouped: list[int] = []
+    for item in order:
+        bucket = buckets[groups[item]]
+        bucket.append(item)
+        if len(bucket) == batch:
+            grouped += bucket
+            bucket.clear()
+    return grouped + buckets[0] + buckets[1]
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed python/numpy/torch global RNGs from the per-worker
     torch seed (itself derived from the loader's seeded generator)."""
@@ -291,16 +322,19 @@ def seed_worker(worker_id: int) -> None:
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                  seed: int = 0, drop_last: bool = False, size_divisor: int = 32,
                  persistent_workers: bool = True, rank: int = 0, world_size: int = 1, start: int = 0,
-                 pin_memory: bool = False) -> DataLoader:
+                 pin_memory: bool = False, group_by_aspect_ratio: bool = False) -> DataLoader:
     """DataLoader with an ``EpochSampler`` (deterministic order per epoch: call
     ``loader.sampler.set_epoch(e)`` to resume), ``collate`` padding to ``size_divisor`` and
     seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers.
     With ``world_size`` > 1, ``batch_size`` is the global batch and this process loads its
     ``batch_size / world_size`` share of each (see ``EpochSampler.rank_order``); ``start``
     skips that many batches at the head of each epoch. ``pin_memory`` (for a CUDA device) puts
-    batches in page-locked memory, so their copy to the GPU overlaps the step before."""
+    batches in page-locked memory, so their copy to the GPU overlaps the step before.
+    ``group_by_aspect_ratio`` (training, as mmdet) makes every batch one orientation, using the
+    dataset's ``aspect_groups()``; less padding, and the batches mmdet would form."""
+    groups = dataset.aspect_groups() if group_by_aspect_ratio else None
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
-                           global_batch=batch_size, start=start)
+                           global_batch=batch_size, start=start, aspect_groups=groups)
     batch_size = batch_size // world_size
     generator = torch.Generator()
     generator.manual_seed(int(seed))

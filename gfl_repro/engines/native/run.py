@@ -77,7 +77,8 @@ def execute_native(
 
     def make_loader(epoch: int, start: int = 0):
         loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed,
-                              rank=rank, world_size=world, start=start, pin_memory=dev.type == "cuda")
+                              rank=rank, world_size=world, start=start, pin_memory=dev.type == "cuda",
+                              group_by_aspect_ratio=True)
         loader.sampler.set_epoch(epoch)
         return loader
 
