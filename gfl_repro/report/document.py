@@ -59,7 +59,7 @@ class Report:
 
 def figures_of(catalogue: dict[str, Experiment], figures_dir: Path, profile: Profile) -> list[Figure]:
     """Every figure artifact of the catalogue and where `gfl-repro plot` puts it."""
-    base = Path(figures_dir) / f"{profile.name}{profile.variant}"
+    base = Path(figures_dir) / profile.tagged_name
     return [Figure(exp, art.name, base / f"{exp.id}_{art.name}.png", base / f"{exp.id}_{art.name}.pdf")
             for exp in catalogue.values() if exp.kind == "figure" for art in exp.artifacts]
 

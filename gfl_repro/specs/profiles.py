@@ -51,6 +51,11 @@ class Profile:
         return "".join(f"-{tag}" for tag in self.arithmetic_tags)
 
     @property
+    def tagged_name(self) -> str:
+        """The name with :attr:`variant`: ``smoke``, ``smoke-bf16``, ... (a figures directory)."""
+        return f"{self.name}{self.variant}"
+
+    @property
     def label(self) -> str:
         name = f"{self.name} profile (toy scale, synthetic data)" if self.toy_scale else f"{self.name} profile"
         tags = [f"{tag} training" if tag == self.overrides.get("precision") else tag for tag in self.arithmetic_tags]
@@ -131,8 +136,8 @@ def with_arithmetic(profile: Profile, precision: str = "fp32", channels_last: bo
     channels-last layout and/or compiled with torch.compile. Each of these is part of a run's
     identity (they change float rounding), so both sets of results sit side by side."""
     settings = {"precision": precision, "channels_last": channels_last, "compile": compile}
-    defaults = {"precision": "fp32", "channels_last": False, "compile": False}
-    changed = {k: v for k, v in settings.items() if v != defaults[k]}
+    plain = RunConfig()
+    changed = {k: v for k, v in settings.items() if v != getattr(plain, k)}
     if not changed:
         return profile
     return dataclasses.replace(profile, overrides={**profile.overrides, **changed})

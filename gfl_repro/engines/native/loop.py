@@ -36,8 +36,8 @@ atomics in backward kernels (scatter/index add, interpolation, deformable conv, 
 float summation order from run to run. With ``amp=True`` (a run whose ``precision`` is ``bf16``)
 the forward pass runs under ``torch.autocast(dtype=torch.bfloat16)`` on the training device
 (no loss scaling is needed for bf16); the head computes its targets and losses in float32
-(:meth:`gfl_repro.models.heads.base.DenseHead.loss`), and the loss parts are summed in float32. The default, and the
-paper's, is fp32 throughout. On CPU results can also depend on the number of
+(:meth:`gfl_repro.models.heads.base.DenseHead.loss`), and the loss parts are summed in float32.
+The default, and the paper's, is fp32 throughout. On CPU results can also depend on the number of
 threads of the BLAS / oneDNN backend; resume on the same machine and thread count.
 """
 

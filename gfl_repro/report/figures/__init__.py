@@ -46,7 +46,7 @@ class Plotted:
 def default_figures_dir(profile: Profile) -> Path:
     """``figures/<profile><variant>/`` of the project checkout (``figures/smoke/``,
     ``figures/smoke-bf16/``, ...)."""
-    return PROJECT_ROOT / "figures" / f"{profile.name}{profile.variant}"
+    return PROJECT_ROOT / "figures" / profile.tagged_name
 
 
 def plot_experiment(experiment: Experiment, profile: Profile, results_root: Path, out_dir: Path,
