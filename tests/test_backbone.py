@@ -353,3 +353,63 @@ def test_fpn_layout_and_init():
             bound = math.sqrt(6.0 / (fan_in + fan_out))
             assert torch.all(m.bias == 0) and m.weight.abs().max() <= bound
             assert m.weight.abs().max() > 0.9 * bound
+
+
+# --------------------------------------------------------------------------- SSD's VGG and neck
+
+
+def _ssd_config(profile: str):
+    from gfl_repro.specs.catalogue import load_catalogue
+    from gfl_repro.specs.profiles import PROFILES
+
+    table1b = load_catalogue()["table1b"]
+    return table1b.resolve(table1b.row("SSD512"), PROFILES[profile])
+
+
+def test_toy_ssd_levels_norm_and_l2_scale():
+    """The smoke profile's toy SSD: VGG16 at 1/16 width with BatchNorm before each ReLU, the
+    extra layers at 1/4 (64 channels, as the tiny FPN), L2Norm scaled so that conv4_3's elements
+    keep the size they have at 512 channels; seven levels at 288 px."""
+    from gfl_repro.models.detector import build_detector
+
+    config = _ssd_config("smoke")
+    detector = build_detector(config, num_classes=6)
+    assert detector.neck.out_channels == (32, 64, 128, 64, 64, 64, 64)
+    assert detector.head.level_channels == detector.neck.out_channels
+    kinds = {type(m) for m in detector.modules()}
+    assert nn.BatchNorm2d in kinds and nn.GroupNorm not in kinds
+    assert torch.equal(detector.neck.l2_norm.weight, torch.full((32,), 5.0))
+    with torch.no_grad():
+        feats = detector.neck(detector.backbone(torch.randn(2, 3, *config.image_scale)))
+    assert [tuple(f.shape[1:]) for f in feats] == [(c, s, s) for c, s in zip(detector.neck.out_channels,
+                                                                               (36, 18, 9, 5, 3, 2, 1))]
+    # the L2-normalised level has the elements' size of the paper's: sqrt(mean(x^2)) = 5 / sqrt(32)
+    assert float(feats[0].pow(2).mean().sqrt()) == pytest.approx(20 / math.sqrt(512), rel=1e-4)
+
+
+def test_paper_ssd_keeps_vgg16_without_norm():
+    from gfl_repro.models.ssd_neck import SSDNeck, l2norm_scale
+    from gfl_repro.models.vgg import SSDVGG
+
+    assert l2norm_scale(512) == 20.0 and l2norm_scale(32) == 5.0
+    neck = SSDNeck((512, 1024))
+    assert neck.out_channels == (512, 1024, 512, 256, 256, 256, 256)
+    assert torch.equal(neck.l2_norm.weight, torch.full((512,), 20.0))
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in neck.modules())
+    vgg = SSDVGG(16)  # width only: no norm unless asked
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in vgg.modules())
+    gn = SSDVGG(16, norm="gn")
+    assert sum(isinstance(m, nn.GroupNorm) for m in gn.modules()) == 15  # 13 convs + fc6 + fc7
+    with pytest.raises(ValueError, match="unknown norm 'ln'"):
+        SSDVGG(16, norm="ln")
+
+
+def test_norm_bn_is_the_toy_ssds_only():
+    from gfl_repro.models.detector import build_detector
+    from gfl_repro.models.registry import check_supported
+
+    retinanet = _ssd_config("smoke").replace(detector="retinanet", backbone="r50", norm="bn", box_loss="l1")
+    with pytest.raises(ValueError, match="retinanet with norm = 'bn' is not in the native engine"):
+        check_supported(retinanet)
+    with pytest.raises(ValueError, match="norm = 'bn'"):
+        build_detector(retinanet, num_classes=3)

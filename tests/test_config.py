@@ -87,13 +87,13 @@ def test_resolution_follows_the_paper(catalogue):
 
 def test_smoke_profile_settings_per_detector(catalogue):
     """The toy-scale settings of docs/choices.md: GroupNorm for the heads without normalisation,
-    a toy SSD with GroupNorm, flip only and lr 2e-3 at 288 x 288; everything else keeps its recipe."""
+    a toy SSD with BatchNorm, flip only and lr 2e-2 at 288 x 288; everything else keeps its recipe."""
     smoke = PROFILES["smoke"]
     t1b = catalogue["table1b"]
     rows = {row.display: config for row, config, _ in t1b.runs(smoke)}
     assert rows["RetinaNet"].norm == rows["FoveaBox"].norm == "gn"
     ssd = rows["SSD512"]
-    assert (ssd.norm, ssd.augment, ssd.base_lr, ssd.image_scale) == ("gn", "flip", 2e-3, (288, 288))
+    assert (ssd.norm, ssd.augment, ssd.base_lr, ssd.image_scale) == ("bn", "flip", 2e-2, (288, 288))
     gfl = catalogue["table3"].resolve(catalogue["table3"].row("ATSS + QFL + DFL"), smoke)
     assert (gfl.norm, gfl.augment, gfl.base_lr) == ("stock", "flip", 0.01)
 

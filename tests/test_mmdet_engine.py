@@ -46,7 +46,7 @@ def test_stock_rows_of_each_table():
     assert _stock("table3") == {"ATSS": "atss", "ATSS + QFL": None, "ATSS + DFL": None, "ATSS + QFL + DFL": "gfl"}
     assert set(_stock("table2b").values()) == {"gfl"}  # the n sweep: reg_max is a stock knob
     assert _stock("table2c") == {"Δ = 0.5": None, "Δ = 1": "gfl", "Δ = 2": None, "Δ = 4": None}
-    # the smoke profile's toy SSD (GroupNorm in its VGG, flip only) is native-only; at the paper's settings it is stock
+    # the smoke profile's toy SSD (BatchNorm in its VGG, flip only) is native-only; at the paper's settings it is stock
     assert _stock("table1b") == {"FoveaBox": "foveabox", "FoveaBox + joint w/ QFL": None, "RetinaNet": "retinanet",
                                  "RetinaNet + joint w/ QFL": None, "SSD512": None, "SSD512 + joint w/ QFL": None}
     assert _stock("table1b", PAPER) == {"FoveaBox": "foveabox", "FoveaBox + joint w/ QFL": None,
@@ -67,6 +67,11 @@ def test_native_only_message_names_the_row_settings():
     with pytest.raises(NeedsNativeEngine, match="Δ = 2"):
         stock_name(_rows("table2c")["Δ = 2"])
     assert not expressible(config) and expressible(_rows("table3")["ATSS"])
+    toy_ssd = _rows("table1b")["SSD512"].replace(augment="ssd")
+    with pytest.raises(NeedsNativeEngine, match="SSD VGG has no norm layers, this row's norm is 'bn'"):
+        stock_name(toy_ssd)
+    with pytest.raises(NeedsNativeEngine, match="norm 'bn' is the native toy SSD's"):
+        stock_name(_rows("table1b")["RetinaNet"].replace(norm="bn"))
 
 
 def test_engine_is_part_of_the_run_identity_and_native_ids_are_unchanged():

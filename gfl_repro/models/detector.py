@@ -29,6 +29,9 @@ from .vgg import SSDVGG, load_vgg_pretrained
 # version for the CPU smoke profile.
 WIDTH = {"full": dict(channels=256, convs=4, groups=32), "tiny": dict(channels=64, convs=2, groups=16)}
 TINY_VGG_WIDTH = 16  # the smoke profile's VGG16: every channel count divided by 16
+# ... and SSD's extra layers by 4: 128 and 64 channels, the tiny FPN's width (at 1/16 their 8-channel
+# bottlenecks leave the five upper levels nothing to classify with; docs/choices.md)
+TINY_SSD_EXTRA_WIDTH = 4
 
 
 class Detector(nn.Module):
@@ -68,11 +71,12 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     entry = DETECTORS[config.detector]
     width = WIDTH[config.backbone_scale]
     if entry.neck == "ssd":
-        vgg_width = 1 if config.backbone_scale == "full" else TINY_VGG_WIDTH
-        backbone = SSDVGG(vgg_width, norm=config.norm == "gn")
+        full = config.backbone_scale == "full"
+        norm = None if config.norm == "stock" else config.norm
+        backbone = SSDVGG(1 if full else TINY_VGG_WIDTH, norm=norm)
         if pretrained is not None:
             load_vgg_pretrained(backbone, pretrained)
-        neck = SSDNeck(backbone.out_channels, vgg_width, norm=config.norm == "gn")
+        neck = SSDNeck(backbone.out_channels, 1 if full else TINY_SSD_EXTRA_WIDTH, norm=norm)
         spec = HeadSpec(num_classes=num_classes, level_channels=neck.out_channels)
     else:
         backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)

@@ -37,6 +37,7 @@ class DetectorEntry:
     smooth_l1_beta: float = 1.0
     min_bbox_size: float | None = 0  # test: boxes this small or smaller are dropped (None: none)
     keep_ratio: bool = True  # images resized keeping their aspect ratio (SSD: to a fixed square)
+    norms: tuple[str, ...] = ("stock", "gn")  # what ``norm`` may add where the stock detector has none
 
 
 DETECTORS: dict[str, DetectorEntry] = {
@@ -48,7 +49,7 @@ DETECTORS: dict[str, DetectorEntry] = {
                               qualities=JOINT_OR_NONE, boxes=("dirac",), box_losses=("smooth_l1",),
                               smooth_l1_beta=0.11, min_bbox_size=None),
     "ssd512": DetectorEntry(SSDHead, coder=DeltaCoder, neck="ssd", qualities=JOINT_OR_NONE, boxes=("dirac",),
-                            box_losses=("smooth_l1",), keep_ratio=False),
+                            box_losses=("smooth_l1",), keep_ratio=False, norms=("stock", "gn", "bn")),
 }
 
 
@@ -57,7 +58,8 @@ def check_supported(config) -> None:
     entry = DETECTORS.get(config.detector)
     if entry is None:
         raise ValueError(f"detector {config.detector!r} is not in the native engine yet (it has: {', '.join(DETECTORS)})")
-    for field, allowed in (("quality", entry.qualities), ("box", entry.boxes), ("box_loss", entry.box_losses)):
+    for field, allowed in (("quality", entry.qualities), ("box", entry.boxes), ("box_loss", entry.box_losses),
+                           ("norm", entry.norms)):
         value = getattr(config, field)
         if value not in allowed:
             raise ValueError(f"{config.detector} with {field} = {value!r} is not in the native engine yet "

@@ -2,23 +2,39 @@
 layers on fc7, giving seven levels.
 
 ``L2Norm`` (Liu et al.'s ParseNet scaling): ``w · x / (‖x‖₂ over channels + 1e-10)`` with a
-learnable per-channel ``w`` initialised to 20. Each extra layer is a 1×1 conv to half its
+learnable per-channel ``w`` initialised to 20 (at a toy VGG's narrower conv4_3, to the value that
+keeps the elements' size: :func:`l2norm_scale`). Each extra layer is a 1×1 conv to half its
 output width and a 3×3 stride-2 conv (padding 1), both with bias and ReLU; the last one is a
 4×4 conv with stride 1 and padding 1 (SSD512). Output widths 512, 1024, 512, 256, 256, 256,
-256, each divided by ``width`` (the smoke profile's toy VGG), with GroupNorm before each ReLU
-when ``norm`` (its toy SSD). Convs use Xavier uniform init.
+256: the first two are VGG16's own (conv4_3 and fc7, whatever width the VGG has), the extra
+layers' are divided by ``width`` (the smoke profile's toy SSD: 4, i.e. 128 and 64 channels, the
+tiny FPN's width), with a norm before each ReLU when ``norm`` ("gn" or "bn", as in
+:mod:`gfl_repro.models.vgg`). Convs use Xavier uniform init.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
 
+from .vgg import norm_layer
+
 EXTRA_CHANNELS = (512, 256, 256, 256, 256)
 EXTRA_STRIDES = (2, 2, 2, 2, 1)
 LAST_KERNEL = 4
+CONV4_3_CHANNELS = 512  # VGG16's, for which L2Norm's initial scale 20 was chosen
+
+
+def l2norm_scale(channels: int, scale: float = 20.0) -> float:
+    """L2Norm's initial scale for a conv4_3 of ``channels``: 20 for VGG16's 512 (SSD's value),
+    ``20 · sqrt(channels / 512)`` for a narrower toy VGG. L2Norm gives each position's feature
+    vector the norm ``scale``, i.e. elements of size about ``scale / sqrt(channels)``; keeping
+    that size keeps level 1's logits at the paper's magnitude (at 1/16 width, 32 channels, the
+    stock 20 makes them four times larger and the toy SSD learns a third as well: docs/choices.md)."""
+    return scale * math.sqrt(channels / CONV4_3_CHANNELS)
 
 
 class L2Norm(nn.Module):
@@ -34,19 +50,19 @@ class L2Norm(nn.Module):
 
 
 def _conv_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
-               norm: bool = False) -> nn.Sequential:
-    """A conv with bias and ReLU, parameters named like mmcv's ConvModule (``conv.*``, ``gn.*``
-    for the optional GroupNorm between them)."""
+               norm: str | None = None) -> nn.Sequential:
+    """A conv with bias and ReLU, parameters named like mmcv's ConvModule (``conv.*``, then
+    ``gn.*`` or ``bn.*`` for the optional norm between them)."""
     layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel, stride, padding))]
-    if norm:
-        layers.append(("gn", nn.GroupNorm(min(8, out_channels), out_channels)))
+    if norm is not None:
+        layers.append((norm, norm_layer(norm, out_channels)))
     return nn.Sequential(OrderedDict(layers + [("activate", nn.ReLU(inplace=True))]))
 
 
 class SSDNeck(nn.Module):
-    def __init__(self, in_channels: tuple[int, int], width: int = 1, norm: bool = False) -> None:
+    def __init__(self, in_channels: tuple[int, int], width: int = 1, norm: str | None = None) -> None:
         super().__init__()
-        self.l2_norm = L2Norm(in_channels[0])
+        self.l2_norm = L2Norm(in_channels[0], l2norm_scale(in_channels[0]))
         layers = []
         previous = in_channels[1]
         for i, (channels, stride) in enumerate(zip(EXTRA_CHANNELS, EXTRA_STRIDES)):
@@ -71,4 +87,4 @@ class SSDNeck(nn.Module):
         return outs
 
 
-__all__ = ["L2Norm", "SSDNeck"]
+__all__ = ["L2Norm", "SSDNeck", "l2norm_scale"]

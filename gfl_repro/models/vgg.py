@@ -7,7 +7,8 @@ dropped), then SSD's ``MaxPool(3, 1, 1)``, ``fc6`` as a 3×3 conv with dilation 
 ``fc7`` as a 1×1 conv (index 33). The outputs are conv4_3 after its ReLU (index 22, stride 8)
 and fc7 after its ReLU (index 34, stride 16). ``width`` divides every channel count (1 at
 paper scale, 16 for the smoke profile's toy VGG). Nothing is frozen; there is no norm, unless
-``norm``: GroupNorm before each ReLU (the smoke profile's toy SSD, which trains from scratch).
+``norm``: GroupNorm (``"gn"``) or BatchNorm in training mode (``"bn"``) before each ReLU (the
+smoke profile's toy SSD, which trains from scratch).
 """
 
 from __future__ import annotations
@@ -22,15 +23,25 @@ FC_CHANNELS = 1024
 OUT_INDICES = (22, 34)
 
 
-def _relu(channels: int, norm: bool) -> nn.Module:
-    """ReLU, or GroupNorm (8 groups) then ReLU when ``norm``."""
-    if not norm:
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """The norm the toy SSD puts before a ReLU: ``"gn"`` GroupNorm (8 groups, at most one per
+    channel) or ``"bn"`` BatchNorm in training mode."""
+    if norm == "gn":
+        return nn.GroupNorm(min(8, channels), channels)
+    if norm == "bn":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"unknown norm {norm!r} (have: gn, bn)")
+
+
+def _relu(channels: int, norm: str | None) -> nn.Module:
+    """ReLU, or the ``norm`` layer then ReLU."""
+    if norm is None:
         return nn.ReLU(inplace=True)
-    return nn.Sequential(nn.GroupNorm(min(8, channels), channels), nn.ReLU(inplace=True))
+    return nn.Sequential(norm_layer(norm, channels), nn.ReLU(inplace=True))
 
 
 class SSDVGG(nn.Module):
-    def __init__(self, width: int = 1, norm: bool = False) -> None:
+    def __init__(self, width: int = 1, norm: str | None = None) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels = 3

@@ -31,7 +31,7 @@ BACKBONE_SCALES = ("full", "tiny")
 ENGINES = ("native", "mmdet")
 PRECISIONS = ("fp32", "bf16")
 AUGMENTATIONS = ("flip", "ssd")
-NORMS = ("stock", "gn")
+NORMS = ("stock", "gn", "bn")
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,9 @@ class RunConfig:
     backbone: str = "r50"
     dcn: bool = False  # modulated deformable conv (DCNv2) in stages c3-c5 (Table 4)
     backbone_scale: str = "full"  # "tiny" in the smoke profile: same family, toy width/depth
-    norm: str = "stock"  # "gn": GroupNorm where the detector has no norm (RetinaNet/FoveaBox towers, SSD's VGG)
+    # "gn": GroupNorm where the detector has no norm (RetinaNet/FoveaBox towers, SSD's VGG and extra
+    # layers); "bn": BatchNorm in training mode there (SSD only: the smoke profile's toy SSD)
+    norm: str = "stock"
     atss_topk: int = 9
     # --- data and schedule -------------------------------------------------------------------
     dataset: str = "coco2017"

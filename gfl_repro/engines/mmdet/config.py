@@ -78,9 +78,11 @@ def stock_name(config: RunConfig) -> str:
     if config.augment != stock_augment:
         raise NeedsNativeEngine(f"needs the native engine (stock mmdet's {config.detector} trains with augment = "
                                 f"{stock_augment!r}, this row with {config.augment!r})")
-    if config.norm == "gn" and config.detector == "ssd512":
-        raise NeedsNativeEngine("needs the native engine (stock mmdet's SSD VGG has no GroupNorm, this row's "
-                                "norm is 'gn')")
+    if config.norm != "stock" and config.detector == "ssd512":
+        raise NeedsNativeEngine("needs the native engine (stock mmdet's SSD VGG has no norm layers, this row's "
+                                f"norm is {config.norm!r})")
+    if config.norm == "bn":
+        raise NeedsNativeEngine("needs the native engine (norm 'bn' is the native toy SSD's)")
     if config.precision != "fp32":
         raise NeedsNativeEngine(f"needs the native engine (precision {config.precision} is the native engine's; "
                                 "mmdet's runs train in fp32)")
