@@ -25,9 +25,8 @@ from gfl_repro.specs.recipes import RECIPES
 
 
 def gfl_config(profile: str, **fast: bool) -> RunConfig:
-    settings = apply_profile(dict(RECIPES["gfl"]), PROFILES[profile])
-    settings.update(fast)
-    return RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+    """GFL's recipe at ``profile``, with the fast-path settings ``fast`` (channels_last, compile)."""
+    return RunConfig.from_dict(apply_profile(dict(RECIPES["gfl"]), PROFILES[profile])).replace(**fast)
 
 
 def fake_batch(batch: int, height: int, width: int, device: torch.device):

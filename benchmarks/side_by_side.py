@@ -39,19 +39,12 @@ from pathlib import Path
 
 import torch
 
-from gfl_repro.specs.profiles import PROFILES, apply_profile
-from gfl_repro.specs.recipes import RECIPES
+from bench_engine import gfl_config  # this directory's: GFL's recipe at a profile
 from gfl_repro.specs.run_config import RunConfig
 
 CONFIGS = {"smoke": dict(profile="smoke", batch=8, size=(160, 192)),
            "r50": dict(profile="paper", batch=2, size=(800, 1344))}
 NUM_CLASSES = 80
-
-
-def gfl_config(profile: str, channels_last: bool = False, compile: bool = False) -> RunConfig:
-    settings = apply_profile(dict(RECIPES["gfl"]), PROFILES[profile])
-    settings.update(channels_last=channels_last, compile=compile)
-    return RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
 def build_pair(config: RunConfig, device: torch.device):
