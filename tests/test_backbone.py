@@ -367,13 +367,16 @@ def _ssd_config(profile: str):
 
 
 def test_toy_ssd_levels_norm_and_l2_scale():
-    """The smoke profile's toy SSD: VGG16 at 1/16 width with BatchNorm before each ReLU, the
-    extra layers at 1/4 (64 channels, as the tiny FPN), L2Norm scaled so that conv4_3's elements
-    keep the size they have at 512 channels; seven levels at 288 px."""
+    """The smoke profile's toy SSD: VGG16 at 1/16 width with one conv per stage and BatchNorm
+    before each ReLU, the extra layers at 1/4 (64 channels, as the tiny FPN), L2Norm scaled so
+    that conv4_3's elements keep the size they have at 512 channels; seven levels at 288 px."""
     from gfl_repro.models.detector import build_detector
 
     config = _ssd_config("smoke")
     detector = build_detector(config, num_classes=6)
+    convs = [m for m in detector.backbone.features if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 8, 16, 32, 32, 64, 64]  # 5 stages, fc6, fc7
+    assert detector.backbone.out_indices == (10, 18)
     assert detector.neck.out_channels == (32, 64, 128, 64, 64, 64, 64)
     assert detector.head.level_channels == detector.neck.out_channels
     kinds = {type(m) for m in detector.modules()}
@@ -396,8 +399,12 @@ def test_paper_ssd_keeps_vgg16_without_norm():
     assert neck.out_channels == (512, 1024, 512, 256, 256, 256, 256)
     assert torch.equal(neck.l2_norm.weight, torch.full((512,), 20.0))
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in neck.modules())
-    vgg = SSDVGG(16)  # width only: no norm unless asked
+    vgg = SSDVGG(16)  # width only: VGG16's depths, no norm unless asked
     assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in vgg.modules())
+    assert SSDVGG().out_indices == vgg.out_indices == (22, 34)  # mmdet's out_feature_indices
+    assert sum(isinstance(m, nn.Conv2d) for m in vgg.modules()) == 15
+    with pytest.raises(ValueError, match="depths must give"):
+        SSDVGG(16, depths=(1, 1, 0, 1, 1))
     gn = SSDVGG(16, norm="gn")
     assert sum(isinstance(m, nn.GroupNorm) for m in gn.modules()) == 15  # 13 convs + fc6 + fc7
     with pytest.raises(ValueError, match="unknown norm 'ln'"):

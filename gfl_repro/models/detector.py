@@ -28,9 +28,12 @@ from .vgg import SSDVGG, load_vgg_pretrained
 # Neck and head width per backbone scale: the paper's 256-channel, 4-conv towers, or a toy
 # version for the CPU smoke profile.
 WIDTH = {"full": dict(channels=256, convs=4, groups=32), "tiny": dict(channels=64, convs=2, groups=16)}
-TINY_VGG_WIDTH = 16  # the smoke profile's VGG16: every channel count divided by 16
-# ... and SSD's extra layers by 4: 128 and 64 channels, the tiny FPN's width (at 1/16 their 8-channel
-# bottlenecks leave the five upper levels nothing to classify with; docs/choices.md)
+# The smoke profile's VGG16: every channel count divided by 16 and one 3x3 conv per stage (VGG16
+# has 2, 2, 3, 3, 3; the tiny ResNets keep one block per stage), SSD's extra layers divided by 4:
+# 128 and 64 channels, the tiny FPN's width (at 1/16 their 8-channel bottlenecks leave the five
+# upper levels nothing to classify with). Measurements: docs/choices.md.
+TINY_VGG_WIDTH = 16
+TINY_VGG_DEPTHS = (1, 1, 1, 1, 1)
 TINY_SSD_EXTRA_WIDTH = 4
 
 
@@ -73,7 +76,7 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     if entry.neck == "ssd":
         full = config.backbone_scale == "full"
         norm = None if config.norm == "stock" else config.norm
-        backbone = SSDVGG(1 if full else TINY_VGG_WIDTH, norm=norm)
+        backbone = SSDVGG(1, norm=norm) if full else SSDVGG(TINY_VGG_WIDTH, norm=norm, depths=TINY_VGG_DEPTHS)
         if pretrained is not None:
             load_vgg_pretrained(backbone, pretrained)
         neck = SSDNeck(backbone.out_channels, 1 if full else TINY_SSD_EXTRA_WIDTH, norm=norm)
