@@ -23,18 +23,18 @@ from .postprocess import PostprocessConfig
 from .quality import build_quality
 from .registry import DETECTORS, check_supported
 from .ssd_neck import SSDNeck
-from .vgg import SSDVGG, load_vgg_pretrained
+from .vgg import VGG16_DEPTHS, SSDVGG, load_vgg_pretrained
 
 # Neck and head width per backbone scale: the paper's 256-channel, 4-conv towers, or a toy
 # version for the CPU smoke profile.
 WIDTH = {"full": dict(channels=256, convs=4, groups=32), "tiny": dict(channels=64, convs=2, groups=16)}
-# The smoke profile's VGG16: every channel count divided by 16 and one 3x3 conv per stage (VGG16
-# has 2, 2, 3, 3, 3; the tiny ResNets keep one block per stage), SSD's extra layers divided by 4:
-# 128 and 64 channels, the tiny FPN's width (at 1/16 their 8-channel bottlenecks leave the five
-# upper levels nothing to classify with). Measurements: docs/choices.md.
-TINY_VGG_WIDTH = 16
-TINY_VGG_DEPTHS = (1, 1, 1, 1, 1)
-TINY_SSD_EXTRA_WIDTH = 4
+# SSD's VGG16 and extra layers per backbone scale: the paper's, or the smoke profile's toy, whose
+# VGG divides every channel count by 16 and keeps one 3x3 conv per stage (VGG16 has 2, 2, 3, 3, 3;
+# the tiny ResNets keep one block per stage) and whose extra layers are divided by 4: 128 and 64
+# channels, the tiny FPN's width (at 1/16 their 8-channel bottlenecks leave the five upper levels
+# nothing to classify with). Measurements: docs/choices.md.
+SSD_SCALES = {"full": dict(vgg_width=1, vgg_depths=VGG16_DEPTHS, extra_width=1),
+              "tiny": dict(vgg_width=16, vgg_depths=(1, 1, 1, 1, 1), extra_width=4)}
 
 
 class Detector(nn.Module):
@@ -74,12 +74,12 @@ def build_detector(config: RunConfig, num_classes: int, pretrained: str | Path |
     entry = DETECTORS[config.detector]
     width = WIDTH[config.backbone_scale]
     if entry.neck == "ssd":
-        full = config.backbone_scale == "full"
+        scale = SSD_SCALES[config.backbone_scale]
         norm = None if config.norm == "stock" else config.norm
-        backbone = SSDVGG(1, norm=norm) if full else SSDVGG(TINY_VGG_WIDTH, norm=norm, depths=TINY_VGG_DEPTHS)
+        backbone = SSDVGG(scale["vgg_width"], norm=norm, depths=scale["vgg_depths"])
         if pretrained is not None:
             load_vgg_pretrained(backbone, pretrained)
-        neck = SSDNeck(backbone.out_channels, 1 if full else TINY_SSD_EXTRA_WIDTH, norm=norm)
+        neck = SSDNeck(backbone.out_channels, scale["extra_width"], norm=norm)
         spec = HeadSpec(num_classes=num_classes, level_channels=neck.out_channels)
     else:
         backbone = build_backbone(config.backbone, scale=config.backbone_scale, dcn=config.dcn, pretrained=pretrained)

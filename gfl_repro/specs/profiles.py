@@ -97,9 +97,9 @@ SMOKE = Profile(
     # Trained from scratch for 372 iterations, heads without any normalisation barely learn
     # (RetinaNet 2.5 AP50 7.2, FoveaBox 3.8 / 11.2 against ATSS's 30.6 / 60.1): ATSS, FCOS and GFL
     # have GroupNorm in their towers, RetinaNet and FoveaBox do not. With it they learn as ATSS
-    # does; the paper profile keeps every detector's stock head. SSD512's toy VGG (1/16 width, one
-    # conv per stage: models/detector.py), trained from scratch, gets BatchNorm (training mode),
-    # flip-only augmentation and lr 2e-2 (docs/choices.md).
+    # does; the paper profile keeps every detector's stock head. SSD512's toy VGG (1/16 width,
+    # one conv per stage: SSD_SCALES in models/detector.py), trained from scratch, gets BatchNorm
+    # (training mode), flip-only augmentation and lr 2e-2 (docs/choices.md).
     detector_overrides={"retinanet": {"norm": "gn"}, "foveabox": {"norm": "gn"},
                         "ssd512": {"norm": "bn", "augment": "flip", "base_lr": 2e-2}},
 )
