@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -70,10 +71,17 @@ def init_from_submitit() -> torch.device | None:
     return torch.device(f"cuda:{dist_env.local_rank}") if use_cuda else torch.device("cpu")
 
 
-def reduce_mean(value: float, device: torch.device) -> float:
-    """mmdet's ``reduce_mean``: the average of a scalar over the processes (itself with one)."""
+def reduce_mean(value: float | Tensor, device: torch.device) -> float | Tensor:
+    """mmdet's ``reduce_mean``: the average of a scalar over the processes (itself with one).
+
+    A tensor stays a tensor on its device (divided by the number of processes, then summed
+    over them, as mmdet does), so a loss normaliser never has to be read back to the host."""
     if world_size() == 1:
         return value
+    if isinstance(value, Tensor):
+        tensor = value.detach().clone().div_(dist.get_world_size())
+        dist.all_reduce(tensor)
+        return tensor
     tensor = torch.tensor(value, device=device)
     dist.all_reduce(tensor)
     return float(tensor) / dist.get_world_size()

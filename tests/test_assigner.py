@@ -403,3 +403,58 @@ def test_dtypes(dtype):
     gts = torch.tensor([[10.3, 12.1, 60.2, 70.9]], dtype=dtype)
     res = atss_assign(anchors.to(dtype), num_level, gts, torch.tensor([4]))
     assert res.max_overlaps.dtype == dtype and res.num_pos > 0
+
+
+# ------------------------------------------------------------------------ max-IoU
+
+
+def reference_max_iou(priors: torch.Tensor, gts: torch.Tensor, cfg) -> list[int]:
+    """mmdet MaxIoUAssigner's steps written out with loops (IoUs from the same function)."""
+    n, g = len(priors), len(gts)
+    if g == 0 or n == 0:
+        return [0] * n
+    ious = box_overlaps(gts, priors).tolist()  # (G, N)
+    assigned = [-1] * n
+    for j in range(n):
+        column = [ious[i][j] for i in range(g)]
+        best = max(column)
+        if 0 <= best < cfg.neg_iou_thr:
+            assigned[j] = 0
+        if best >= cfg.pos_iou_thr:
+            assigned[j] = column.index(best) + 1
+    for i in range(g):  # GT by GT: a later GT overwrites an earlier one
+        best = max(ious[i])
+        if best >= cfg.min_pos_iou:
+            if cfg.gt_max_assign_all:
+                for j in range(n):
+                    if ious[i][j] == best:
+                        assigned[j] = i + 1
+            else:
+                assigned[ious[i].index(best)] = i + 1
+    return assigned
+
+
+def test_max_iou_matches_the_sequential_reference_with_ties_and_valid_priors():
+    """Boxes on a coarse grid, so that equal IoUs (the ties of steps 3 and 4) are frequent."""
+    from gfl_repro.models.assigners.max_iou import RETINANET, SSD, MaxIoUConfig, max_iou_assign
+    g = torch.Generator().manual_seed(0)
+
+    def boxes(k):
+        xy = torch.randint(0, 8, (k, 2), generator=g).float() * 4
+        return torch.cat([xy, xy + torch.randint(1, 5, (k, 2), generator=g).float() * 4], 1)
+
+    configs = (RETINANET, SSD, MaxIoUConfig(0.5, 0.4, 0.3, True), MaxIoUConfig(0.5, 0.4, 0.3, False))
+    ties = 0
+    for _ in range(400):
+        priors, gts = boxes(int(torch.randint(1, 50, (1,), generator=g))), boxes(int(torch.randint(0, 6, (1,), generator=g)))
+        valid = torch.rand(len(priors), generator=g) > 0.3
+        if len(gts):
+            ious = box_overlaps(gts, priors)
+            ties += int(((ious == ious.max(dim=1, keepdim=True).values).sum(1) > 1).sum())
+        for cfg in configs:
+            assert max_iou_assign(priors, gts, cfg).tolist() == reference_max_iou(priors, gts, cfg)
+            # only the valid priors take part; the others stay ignored
+            expected = torch.full((len(priors),), -1)
+            expected[valid] = torch.tensor(reference_max_iou(priors[valid], gts, cfg), dtype=torch.long)
+            assert torch.equal(max_iou_assign(priors, gts, cfg, valid=valid), expected)
+    assert ties > 100

@@ -458,6 +458,35 @@ def test_collate_pads_to_multiple_of_32():
     assert images.shape == (1, 3, 64, 96)  # already a multiple: no extra padding
 
 
+def test_a_compiled_run_pads_every_batch_to_one_canvas_per_orientation():
+    from gfl_repro.datasets.coco import fixed_canvas
+    from gfl_repro.engines.native.run import compile_canvas
+    from gfl_repro.specs.run_config import RunConfig
+
+    assert fixed_canvas((1333, 800)) == (800, 1344)
+    assert fixed_canvas((1333, 800), short_max=900) == (928, 1344)  # a multiscale short side above the scale's
+    canvas = (800, 1344)
+    sizes = [(800, 1333), (800, 1067), (750, 1333), (1333, 800), (1200, 800), (427, 640)]  # keep-ratio results
+    shapes = set()
+    for first in sizes:
+        for second in sizes:
+            a, b = torch.ones(3, *first), torch.full((3, *second), 2.0)
+            images, targets = collate([(a, {}), (b, {})], canvas=canvas)
+            shapes.add(tuple(images.shape[-2:]))
+            assert torch.equal(images[0, :, :first[0], :first[1]], a) and torch.equal(images[1, :, :second[0], :second[1]], b)
+            assert images.abs().sum() == a.sum() + b.sum()  # the rest is padding
+            assert targets[0]["pad_shape"] == (-(-first[0] // 32) * 32, -(-first[1] // 32) * 32)  # mmdet's, per image
+            assert targets[1]["batch_input_shape"] == tuple(images.shape[-2:])
+    assert shapes == {(800, 1344), (1344, 800), (1344, 1344)}
+    # larger than the canvas (never from the resize): its own size, never cropped
+    assert collate([(torch.ones(3, 900, 1400), {})], canvas=canvas)[0].shape[-2:] == (928, 1408)
+
+    paper = RunConfig(image_scale=(1333, 800))
+    assert compile_canvas(paper) is None  # plain runs pad as mmdet does
+    assert compile_canvas(paper.replace(compile=True)) == (800, 1344)
+    assert compile_canvas(paper.replace(compile=True, multiscale=True, multiscale_short=(480, 960))) == (960, 1344)
+
+
 def test_sampler_is_seeded_per_epoch():
     s = EpochSampler(10, shuffle=True, seed=3)
     e0, e1 = list(s), list(s)

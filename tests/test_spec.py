@@ -99,6 +99,14 @@ def test_spec_error_for_inconsistent_resolution_names_the_row(tmp_path, smoke):
         exp.runs(smoke)
 
 
+def test_softmax_loss_only_on_detectors_with_image_major_targets(tmp_path, smoke):
+    """SSD's hard negative mining works per image on image-major rows; FCOS's are level-major."""
+    row = '[[row]]\nlabel = "odd"\noverrides = { detector = "fcos", quality = "none", cls_loss = "softmax_ce", box = "dirac", dfl_weight = 0 }\n'
+    exp = load_experiment(_write(tmp_path, GOOD_HEAD + row))
+    with pytest.raises(SpecError, match=r"row 'odd': cls_loss = 'softmax_ce' mines hard negatives per image"):
+        exp.runs(smoke)
+
+
 def test_invalid_toml_and_wrong_id_and_missing_head(tmp_path):
     with pytest.raises(SpecError, match="bad.toml: invalid TOML"):
         load_experiment(_write(tmp_path, "[experiment\n"))

@@ -200,10 +200,30 @@ class CocoDetection(Dataset):
         return normalize_image(sample["img"]), target
 
 
+def fixed_canvas(scale: Sequence[int], short_max: int | None = None, size_divisor: int = 32) -> tuple[int, int]:
+    """(short, long) sides, rounded up to ``size_divisor``, of the largest image the resize to
+    ``scale`` (and a multiscale short side up to ``short_max``) can give: the canvas every batch
+    is padded to when the detector is compiled, so that it compiles for a few shapes only."""
+    d = max(int(size_divisor), 1)
+    short = max(min(scale), short_max or 0)
+    return -(-short // d) * d, -(-max(scale) // d) * d
+
+
+def _on_canvas(pad_h: int, pad_w: int, canvas: tuple[int, int]) -> tuple[int, int]:
+    """The batch's padded (H, W) on the fixed canvas: landscape (short, long), portrait (long,
+    short), a batch of both (long, long); a batch larger than the canvas keeps its own size."""
+    short, long = canvas
+    for h, w in ((short, long), (long, short), (long, long)):
+        if pad_h <= h and pad_w <= w:
+            return h, w
+    return pad_h, pad_w
+
+
 def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 32,
-            pad_value: float = 0.0) -> tuple[torch.Tensor, list[dict]]:
+            pad_value: float = 0.0, canvas: tuple[int, int] | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Stack normalised images, padding bottom/right with ``pad_value`` (mmdet pads normalised
-    images with 0) to the batch max size rounded up to a multiple of ``size_divisor``.
+    images with 0) to the batch max size rounded up to a multiple of ``size_divisor`` or, with
+    a ``canvas`` (:func:`fixed_canvas`), to the canvas in the batch's orientation.
 
     Returns (images (B, 3, H, W), targets); each target is a copy with ``pad_shape`` (its own
     (h, w) rounded up to the divisor, as mmdet's DetDataPreprocessor records it) and
@@ -214,6 +234,8 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 32,
     max_w = max(img.shape[2] for img in images)
     d = max(int(size_divisor), 1)
     pad_h, pad_w = -(-max_h // d) * d, -(-max_w // d) * d
+    if canvas is not None:
+        pad_h, pad_w = _on_canvas(pad_h, pad_w, canvas)
     out = images[0].new_full((len(images), images[0].shape[0], pad_h, pad_w), pad_value)
     targets = []
     for i, (img, target) in enumerate(batch):
@@ -322,7 +344,8 @@ def seed_worker(worker_id: int) -> None:
 def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int = 0,
                  seed: int = 0, drop_last: bool = False, size_divisor: int = 32,
                  persistent_workers: bool = True, rank: int = 0, world_size: int = 1, start: int = 0,
-                 pin_memory: bool = False, group_by_aspect_ratio: bool = False) -> DataLoader:
+                 pin_memory: bool = False, group_by_aspect_ratio: bool = False,
+                 canvas: tuple[int, int] | None = None) -> DataLoader:
     """DataLoader with an ``EpochSampler`` (deterministic order per epoch: call
     ``loader.sampler.set_epoch(e)`` to resume), ``collate`` padding to ``size_divisor`` and
     seeded workers.  The batches depend only on (dataset, seed, epoch), not on num_workers.
@@ -331,7 +354,8 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: 
     skips that many batches at the head of each epoch. ``pin_memory`` (for a CUDA device) puts
     batches in page-locked memory, so their copy to the GPU overlaps the step before.
     ``group_by_aspect_ratio`` (training, as mmdet) makes every batch one orientation, using the
-    dataset's ``aspect_groups()``; less padding, and the batches mmdet would form."""
+    dataset's ``aspect_groups()``; less padding, and the batches mmdet would form. ``canvas``
+    pads every batch to a fixed size (see :func:`collate`)."""
     groups = dataset.aspect_groups() if group_by_aspect_ratio else None
     sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                            global_batch=batch_size, start=start, aspect_groups=groups)
@@ -341,6 +365,6 @@ def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: 
 
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        collate_fn=functools.partial(collate, size_divisor=size_divisor), drop_last=drop_last,
+        collate_fn=functools.partial(collate, size_divisor=size_divisor, canvas=canvas), drop_last=drop_last,
         worker_init_fn=seed_worker, generator=generator,
         persistent_workers=persistent_workers and num_workers > 0, pin_memory=pin_memory)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from .device_constants import constant
+
 __all__ = [
     "box_centers",
     "box_areas",
@@ -165,7 +167,7 @@ def _aligned_overlap_union(a: Tensor, b: Tensor, eps: float) -> tuple[Tensor, Te
     wh = (rb - lt).clamp(min=0)
     overlap = wh[..., 0] * wh[..., 1]
     union = area_a + area_b - overlap
-    union = torch.max(union, union.new_tensor([eps]))
+    union = torch.max(union, constant((eps,), union))
     return overlap, union
 
 
@@ -216,7 +218,7 @@ def aligned_giou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
     enc_rb = torch.max(a[..., 2:], b[..., 2:])
     enc_wh = (enc_rb - enc_lt).clamp(min=0)
     enclose = enc_wh[..., 0] * enc_wh[..., 1]
-    enclose = torch.max(enclose, union.new_tensor([eps]))
+    enclose = torch.max(enclose, constant((eps,), union))
     return ious - (enclose - union) / enclose
 
 
@@ -248,7 +250,7 @@ def pairwise_iou(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
     wh = (rb - lt).clamp(min=0)
     overlap = wh[..., 0] * wh[..., 1]
     union = area_a[..., None] + area_b[..., None, :] - overlap
-    union = torch.max(union, union.new_tensor([eps]))
+    union = torch.max(union, constant((eps,), union))
     return overlap / union
 
 
@@ -269,7 +271,7 @@ def bbox2delta(anchors: Tensor, boxes: Tensor, stds: Sequence[float] = DELTA_STD
     gw = boxes[..., 2] - boxes[..., 0]
     gh = boxes[..., 3] - boxes[..., 1]
     deltas = torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
-    return deltas.sub_(deltas.new_zeros(4)).div_(deltas.new_tensor(stds))
+    return deltas.sub_(deltas.new_zeros(4)).div_(constant(stds, deltas))
 
 
 def delta2bbox(
@@ -285,7 +287,7 @@ def delta2bbox(
     the same for y/h; the box is ``(cx ∓ w/2, cy ∓ h/2)``, clamped to ``max_shape`` if given.
     This is the Dirac-delta box of the stock ATSS head.
     """
-    std = deltas.new_tensor(stds)
+    std = constant(stds, deltas)
     d = deltas * std
     centers = (anchors[..., :2] + anchors[..., 2:]) * 0.5
     sizes = anchors[..., 2:] - anchors[..., :2]

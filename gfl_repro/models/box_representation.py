@@ -49,8 +49,8 @@ class BoxNorm:
     positives.
     """
 
-    inside: float
-    after: float
+    inside: float | Tensor  # a 0-dim tensor when computed from the batch (it stays on the device)
+    after: float | Tensor
 
 
 class BoxRepresentation:

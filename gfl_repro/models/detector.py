@@ -109,9 +109,9 @@ def compile_dense_path(detector: Detector) -> None:
     (``--compile``): the per-pixel work, whose shapes depend only on the padded image size.
     Target assignment and the losses stay eager (their shapes depend on the boxes). In place
     (``nn.Module.compile``), so parameter names and checkpoints are unchanged. The first
-    iteration at each new padded size compiles (``dynamic=False``; batches are padded to
-    multiples of 32, so a fixed-scale schedule sees a few sizes; multiscale training sees more,
-    and past torch's recompilation limit new sizes run eagerly)."""
+    iteration at each new input size compiles (``dynamic=False``); a compiled run pads every
+    batch to a fixed canvas (``engines.native.run.compile_canvas``), so there are at most three
+    sizes: landscape, portrait, and a batch of both."""
     for part in (detector.backbone, detector.neck, detector.head):
         part.compile(dynamic=False)
 

@@ -164,7 +164,9 @@ def focal_loss(
     """
     if targets.dim() == logits.dim() - 1:
         num_classes = logits.size(-1)
-        targets = F.one_hot(targets.long(), num_classes=num_classes + 1)[..., :num_classes]
+        # one-hot over C + 1 with the background column dropped, by comparison (F.one_hot
+        # reads the labels' range back to the host to check it)
+        targets = targets.long()[..., None] == torch.arange(num_classes, device=targets.device)
     targets = targets.type_as(logits)
     p = logits.sigmoid()
     pt = (1 - p) * targets + p * (1 - targets)
@@ -225,7 +227,7 @@ def quality_focal_loss(
     labels = labels.long()
     pos = (labels >= 0) & (labels < num_classes)
     safe_labels = torch.where(pos, labels, torch.zeros_like(labels))
-    is_target_class = F.one_hot(safe_labels, num_classes).bool() & pos[:, None]
+    is_target_class = (safe_labels[:, None] == torch.arange(num_classes, device=labels.device)) & pos[:, None]
     soft = torch.where(
         is_target_class,
         quality.to(logits.dtype)[:, None].expand_as(logits),
@@ -369,14 +371,18 @@ def giou_loss(
     Returns:
         ``(N,)`` for ``reduction="none"``, else a scalar.
     """
-    if weight is not None and not torch.any(weight > 0):
-        if pred.dim() == weight.dim() + 1:
-            weight = weight.unsqueeze(1)
-        return (pred * weight).sum()
-    if weight is not None and weight.dim() > 1:
-        weight = weight.mean(-1)
+    if weight is None:
+        return weight_reduce(1 - aligned_giou(pred, target, eps=eps), None, reduction, avg_factor)
+    zero = (pred * (weight.unsqueeze(1) if pred.dim() == weight.dim() + 1 else weight)).sum()
+    any_positive = torch.any(weight > 0)
+    if reduction == "none" and not any_positive:  # the result's shape depends on it: read it here only
+        return zero
     loss = 1 - aligned_giou(pred, target, eps=eps)
-    return weight_reduce(loss, weight, reduction, avg_factor)
+    reduced = weight_reduce(loss, weight.mean(-1) if weight.dim() > 1 else weight, reduction, avg_factor)
+    if reduction == "none":
+        return reduced
+    # chosen on the device (a training step does not wait for the host here)
+    return torch.where(any_positive, reduced, zero)
 
 
 # --------------------------------------------------------------------------- #
@@ -398,8 +404,8 @@ def centerness_from_distances(ltrb: Tensor) -> Tensor:
     Returns:
         ``(N,)`` centerness in ``[0, 1]``.
     """
-    left_right = ltrb[..., [0, 2]]
-    top_bottom = ltrb[..., [1, 3]]
+    left_right = ltrb[..., 0::2]  # slices, not list indices (a list index is copied to the device)
+    top_bottom = ltrb[..., 1::2]
     ratio_lr = left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0]
     ratio_tb = top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0]
     return torch.sqrt(ratio_lr * ratio_tb)
@@ -490,9 +496,8 @@ def smooth_l1_loss(
 def softmax_hard_negative_loss(
     logits: Tensor,
     labels: Tensor,
-    images: Tensor,
     num_images: int,
-    avg_factor: float,
+    avg_factor: float | Tensor,
     neg_pos_ratio: int = 3,
 ) -> Tensor:
     """SSD's classification loss (Liu et al., 2016; mmdet ``SSDHead.loss_by_feat_single``):
@@ -501,20 +506,26 @@ def softmax_hard_negative_loss(
     mining), summed over images and divided by ``avg_factor`` (Σ max(#positives, 1), no eps).
 
     Args:
-        logits: ``(N, C + 1)``; labels ``(N,)`` with ``C`` the background; images ``(N,)`` the
-            image index of each row.
+        logits: ``(N, C + 1)``; labels ``(N,)`` with ``C`` the background; the rows image-major,
+            ``N / num_images`` per image (:meth:`DenseHead.flatten`'s order).
+
+    The per-image numbers of positives and negatives are read to the host once for the batch
+    (``topk`` takes its ``k`` there); the positives and the negatives of each image are then
+    gathered in row order by index (a stable sort puts their rows first), which sums the same
+    values in the same order as boolean indexing without a read per image.
     """
     background = logits.size(1) - 1
-    losses = F.cross_entropy(logits, labels, reduction="none")
+    losses = F.cross_entropy(logits, labels, reduction="none").view(num_images, -1)
+    labels = labels.view(num_images, -1)
+    pos = (labels >= 0) & (labels < background)
+    neg = labels == background
+    counts = torch.stack([pos.sum(1), neg.sum(1)], 1).tolist()
+    pos_rows = torch.argsort((~pos).to(torch.uint8), dim=1, stable=True)
+    neg_rows = torch.argsort((~neg).to(torch.uint8), dim=1, stable=True)
     total = losses.new_zeros(())
-    for b in range(num_images):
-        mine = images == b
-        image_losses, image_labels = losses[mine], labels[mine]
-        pos = (image_labels >= 0) & (image_labels < background)
-        neg = image_labels == background
-        num_neg = min(neg_pos_ratio * int(pos.sum()), int(neg.sum()))
-        hard, _ = image_losses[neg].topk(num_neg)
-        total = total + (image_losses[pos].sum() + hard.sum()) / avg_factor
+    for b, (num_pos, num_negatives) in enumerate(counts):
+        hard, _ = losses[b, neg_rows[b, :num_negatives]].topk(min(neg_pos_ratio * num_pos, num_negatives))
+        total = total + (losses[b, pos_rows[b, :num_pos]].sum() + hard.sum()) / avg_factor
     return total
 
 

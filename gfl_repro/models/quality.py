@@ -58,8 +58,7 @@ class ClsLossInputs:
     labels: Tensor  # (N,) class index, C = background
     label_weights: Tensor | None  # (N,) 0 for ignored priors; None: every prior counts
     pos: Tensor  # (P,) indices of the positives
-    num_pos: float  # normaliser (number of positives, averaged over processes, >= 1)
-    images: Tensor | None = None  # (N,) image index of each row (per-image losses)
+    num_pos: float | Tensor  # normaliser (number of positives, averaged over processes, >= 1)
     num_images: int = 1
 
 
@@ -140,7 +139,7 @@ class SoftmaxHardNegatives(Quality):
         self.neg_pos_ratio = neg_pos_ratio
 
     def cls_loss(self, x: ClsLossInputs, q: QualityTargets) -> Tensor:
-        return softmax_hard_negative_loss(x.logits, x.labels, x.images, x.num_images, x.num_pos, self.neg_pos_ratio)
+        return softmax_hard_negative_loss(x.logits, x.labels, x.num_images, x.num_pos, self.neg_pos_ratio)
 
 
 class Joint(Quality):

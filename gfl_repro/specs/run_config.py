@@ -263,6 +263,9 @@ def check_consistency(config: RunConfig) -> None:
         raise ValueError(f"reg_max ({config.reg_max}) must be a multiple of bin_width ({config.bin_width})")
     if config.box != "general" and config.dfl_weight != 0:
         raise ValueError("dfl_weight applies only to box = 'general'; set it to 0")
+    if config.cls_loss == "softmax_ce" and config.detector not in ("ssd512", "retinanet", "atss"):
+        raise ValueError("cls_loss = 'softmax_ce' mines hard negatives per image, on the image-major targets "
+                         "of ssd512, retinanet or atss")
     if config.detector == "ssd512" and config.backbone != "vgg16":
         raise ValueError("ssd512 uses the vgg16 backbone")
     if config.backbone == "vgg16" and config.detector != "ssd512":

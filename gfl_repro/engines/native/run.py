@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 
 from ... import distributed
-from ...datasets.coco import CocoDetection, build_loader
+from ...datasets.coco import CocoDetection, build_loader, fixed_canvas
 from ...models.detector import build_detector, check_supported
 from ...models.registry import DETECTORS
 from ...specs.profiles import PROFILES
@@ -74,11 +74,12 @@ def execute_native(
     detector = build_detector(config, num_classes=len(train_set.cat_ids), pretrained=weights).to(dev)
     model = distributed.wrap(detector, dev)
     rank, world = distributed.rank(), distributed.world_size()
+    canvas = compile_canvas(config)
 
     def make_loader(epoch: int, start: int = 0):
         loader = build_loader(train_set, config.batch_size, shuffle=True, num_workers=workers, seed=config.seed,
                               rank=rank, world_size=world, start=start, pin_memory=dev.type == "cuda",
-                              group_by_aspect_ratio=True)
+                              group_by_aspect_ratio=True, canvas=canvas)
         loader.sampler.set_epoch(epoch)
         return loader
 
@@ -88,9 +89,9 @@ def execute_native(
         return None  # other ranks stop here; or interrupted by should_stop (the checkpoint resumes it)
 
     val_loader = build_loader(val_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False,
-                              num_workers=workers)
+                              num_workers=workers, canvas=canvas)
     stats = evaluate(detector, val_loader, val_set.coco, list(val_set.cat_ids), dev, progress=progress)
-    single = build_loader(val_set, batch_size=1, shuffle=False, num_workers=0)
+    single = build_loader(val_set, batch_size=1, shuffle=False, num_workers=0, canvas=canvas)
     batches = [b for _, b in zip(range(SPEED_IMAGES), single)]
     speed = measure_speed(detector, batches, dev, warmup=min(5, len(batches)))
     test_dev = write_test_dev_detections(detector, config, data, run_dir, dev, workers, progress, val_set.cat_ids)
@@ -99,6 +100,15 @@ def execute_native(
         split=config.eval_split, stats=stats, ms_per_img=speed["ms_per_img"], fps=speed["fps"],
         device=speed["device_name"], extra={"evaluated_on": evaluated_on(config), "test_dev_detections": test_dev},
     )
+
+
+def compile_canvas(config: RunConfig) -> tuple[int, int] | None:
+    """The fixed canvas batches are padded to when the detector is compiled (``--compile``): the
+    compiled backbone, neck and head then see one shape per orientation (and one for a batch of
+    both) instead of one per padded size. None otherwise: batches are padded as mmdet pads them."""
+    if not config.compile:
+        return None
+    return fixed_canvas(config.image_scale, max(config.multiscale_short) if config.multiscale else None)
 
 
 def write_test_dev_detections(detector, config: RunConfig, data: DataPaths, run_dir: Path, device: torch.device,
@@ -110,10 +120,11 @@ def write_test_dev_detections(detector, config: RunConfig, data: DataPaths, run_
         return None
     test_set = CocoDetection(data.test_dev_images, data.test_dev_info, train=False, scale=tuple(config.image_scale),
                              keep_ratio=DETECTORS[config.detector].keep_ratio)
-    loader = build_loader(test_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False, num_workers=workers)
+    loader = build_loader(test_set, batch_size=max(1, min(config.batch_size, 8)), shuffle=False, num_workers=workers,
+                          canvas=compile_canvas(config))
     _, results = predict_coco(detector, loader, list(cat_ids), device, progress=progress)
     atomic_write_text(Path(run_dir) / TEST_DEV_DETECTIONS, json.dumps(results))
     return TEST_DEV_DETECTIONS
 
 
-__all__ = ["ENGINE", "execute_native"]
+__all__ = ["ENGINE", "compile_canvas", "execute_native"]

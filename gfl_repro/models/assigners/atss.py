@@ -49,6 +49,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..device_constants import constant
+
 INF = 100000000
 """mmdet's INF in ATSSAssigner (1e8, exactly representable in float32)."""
 
@@ -112,7 +114,7 @@ def box_overlaps(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", eps: float =
         union = area1[:, None] + area2[None, :] - overlap
     else:
         union = area1[:, None]
-    union = torch.max(union, union.new_tensor([eps]))
+    union = torch.max(union, constant((eps,), union))
     return overlap / union
 
 
@@ -192,10 +194,11 @@ def resolve_multiple(overlaps: Tensor, candidate_idxs: Tensor, is_pos: Tensor) -
     """
     num_gt = overlaps.size(1)
     filled = torch.full_like(overlaps, -INF).t().contiguous()  # (G, N)
-    gt_idx = torch.arange(num_gt, device=overlaps.device).expand_as(candidate_idxs)
-    prior_idx = candidate_idxs[is_pos]
-    gt_sel = gt_idx[is_pos]
-    filled[gt_sel, prior_idx] = overlaps[prior_idx, gt_sel]
+    candidate_overlaps = overlaps[candidate_idxs, torch.arange(num_gt, device=overlaps.device)]  # (K, G)
+    # a GT's candidates are distinct priors, so each (gt, prior) cell is written once; the
+    # candidates that are not positive write the -INF already there (no boolean indexing:
+    # nothing here waits for the device)
+    filled.scatter_(1, candidate_idxs.t(), torch.where(is_pos, candidate_overlaps, -INF).t())
     return filled.t().max(dim=1)
 
 
@@ -228,7 +231,9 @@ def atss_assign(anchors: Tensor, num_level_anchors: Sequence[int], gt_boxes: Ten
         AssignResult with ``assigned_gt_inds`` (0 neg, i+1 -> GT i, -1 ignored),
         ``max_overlaps`` and ``assigned_labels`` (-1 where not positive).
 
-    Vectorised over GTs; only the candidate selection loops over the pyramid levels.
+    Vectorised over GTs; only the candidate selection loops over the pyramid levels. Nothing
+    waits for the device (no boolean indexing, no values read back to the host), so on a GPU
+    the assignment of a batch queues behind the forward pass without stalling it.
     """
     priors = anchors[:, :4]
     num_gt, num_priors = gt_boxes.size(0), priors.size(0)
@@ -246,8 +251,8 @@ def atss_assign(anchors: Tensor, num_level_anchors: Sequence[int], gt_boxes: Ten
     distances = center_distances(priors, gt_boxes)  # (N, G)
     ignore = ignored_priors(priors, gt_ignore_boxes, ignore_iof_thr)
     if ignore is not None:
-        distances[ignore, :] = INF
-        assigned_gt_inds[ignore] = -1
+        distances.masked_fill_(ignore[:, None], INF)
+        assigned_gt_inds.masked_fill_(ignore, -1)
 
     # step 3-5: candidates, adaptive threshold, IoU test
     candidate_idxs = select_candidates(distances, num_level_anchors, topk)  # (K, G)
@@ -259,12 +264,10 @@ def atss_assign(anchors: Tensor, num_level_anchors: Sequence[int], gt_boxes: Ten
 
     # one GT per prior: highest IoU, first index on ties
     max_overlaps, argmax = resolve_multiple(overlaps, candidate_idxs, is_pos)
-    claimed = max_overlaps != -INF
-    assigned_gt_inds[claimed] = argmax[claimed] + 1
-
-    assigned_labels = assigned_gt_inds.new_full((num_priors,), -1)
+    assigned_gt_inds = torch.where(max_overlaps != -INF, argmax + 1, assigned_gt_inds)
     pos = assigned_gt_inds > 0
-    assigned_labels[pos] = gt_labels[assigned_gt_inds[pos] - 1].to(assigned_labels.dtype)
+    gt_of_prior = gt_labels.to(assigned_gt_inds.dtype)[(assigned_gt_inds - 1).clamp(min=0)]
+    assigned_labels = torch.where(pos, gt_of_prior, -1)
     return AssignResult(num_gt, assigned_gt_inds, max_overlaps, assigned_labels)
 
 

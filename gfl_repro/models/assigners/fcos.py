@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ..device_constants import constant
+
 INF = 1e8
 REGRESS_RANGES: tuple[tuple[float, float], ...] = ((-1, 64), (64, 128), (128, 256), (256, 512), (512, INF))
 """Per-level range of a positive point's largest side distance, in pixels (mmdet's default)."""
@@ -37,7 +39,7 @@ def fcos_assign(points: Tensor, num_level_points: Sequence[int], strides: Sequen
     if G == 0:
         return torch.full((P,), num_classes, dtype=torch.long, device=points.device), points.new_zeros(P, 4)
     level_strides = torch.cat([points.new_full((n,), float(s)) for n, s in zip(num_level_points, strides)])
-    ranges = torch.cat([points.new_tensor(r).expand(n, 2) for n, r in zip(num_level_points, regress_ranges)])
+    ranges = torch.cat([constant(r, points).expand(n, 2) for n, r in zip(num_level_points, regress_ranges)])
     xs, ys = points[:, 0, None], points[:, 1, None]
     boxes = gt_boxes[None].expand(P, G, 4)
     ltrb = torch.stack([xs - boxes[..., 0], ys - boxes[..., 1], boxes[..., 2] - xs, boxes[..., 3] - ys], -1)
@@ -52,11 +54,9 @@ def fcos_assign(points: Tensor, num_level_points: Sequence[int], strides: Sequen
     reach = ltrb.max(-1).values
     in_range = (reach >= ranges[:, None, 0]) & (reach <= ranges[:, None, 1])
     areas = ((gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1]))[None].repeat(P, 1)
-    areas[~inside] = INF
-    areas[~in_range] = INF
-    min_area, index = areas.min(dim=1)
-    labels = gt_labels[index].clone()
-    labels[min_area == INF] = num_classes
+    areas = areas.masked_fill_(~inside, INF).masked_fill_(~in_range, INF)  # masks, not boolean indexing:
+    min_area, index = areas.min(dim=1)  # nothing here waits for the device
+    labels = gt_labels[index].masked_fill(min_area == INF, num_classes)
     return labels, ltrb[torch.arange(P, device=points.device), index]
 
 

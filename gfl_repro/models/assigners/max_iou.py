@@ -35,27 +35,37 @@ SSD = MaxIoUConfig(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.0, gt_max_ass
 
 
 @torch.no_grad()
-def max_iou_assign(priors: Tensor, gt_boxes: Tensor, cfg: MaxIoUConfig) -> Tensor:
-    """``assigned_gt_inds`` (N,): 0 negative, ``i + 1`` assigned to GT ``i``, -1 ignored."""
+def max_iou_assign(priors: Tensor, gt_boxes: Tensor, cfg: MaxIoUConfig, valid: Tensor | None = None) -> Tensor:
+    """``assigned_gt_inds`` (N,): 0 negative, ``i + 1`` assigned to GT ``i``, -1 ignored.
+
+    ``valid`` (N,) bool: only these priors take part (mmdet assigns the anchors inside the
+    image's padded area, the others stay -1); the result is that of assigning the valid
+    priors alone. Built from masks and ``where`` (no boolean indexing, nothing read back to
+    the host), so on a GPU it does not wait for the device.
+    """
     num_priors, num_gt = len(priors), len(gt_boxes)
     if num_gt == 0:
-        return priors.new_zeros(num_priors, dtype=torch.long)
+        zeros = priors.new_zeros(num_priors, dtype=torch.long)
+        return zeros if valid is None else zeros.masked_fill(~valid, -1)
     if num_priors == 0:
         return priors.new_full((0,), -1, dtype=torch.long)
     overlaps = box_overlaps(gt_boxes, priors)  # (G, N)
+    if valid is not None:  # below every IoU: never negative, never positive, never a GT's best
+        overlaps = overlaps.masked_fill(~valid[None, :], -1.0)
     assigned = overlaps.new_full((num_priors,), -1, dtype=torch.long)
     max_overlaps, argmax_overlaps = overlaps.max(dim=0)
     gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)
-    assigned[(max_overlaps >= 0) & (max_overlaps < cfg.neg_iou_thr)] = 0
-    pos = max_overlaps >= cfg.pos_iou_thr
-    assigned[pos] = argmax_overlaps[pos] + 1
-    for i in range(num_gt):
-        if gt_max_overlaps[i] >= cfg.min_pos_iou:
-            if cfg.gt_max_assign_all:
-                assigned[overlaps[i, :] == gt_max_overlaps[i]] = i + 1
-            else:
-                assigned[gt_argmax_overlaps[i]] = i + 1
-    return assigned
+    assigned.masked_fill_((max_overlaps >= 0) & (max_overlaps < cfg.neg_iou_thr), 0)
+    assigned = torch.where(max_overlaps >= cfg.pos_iou_thr, argmax_overlaps + 1, assigned)
+    # step 4 for all GTs at once: the (G, N) priors each GT claims; a later GT overwrites an
+    # earlier one, so a prior goes to the last GT claiming it
+    eligible = gt_max_overlaps >= cfg.min_pos_iou
+    if cfg.gt_max_assign_all:
+        claims = (overlaps == gt_max_overlaps[:, None]) & eligible[:, None]
+    else:
+        claims = torch.zeros_like(overlaps, dtype=torch.bool).scatter_(1, gt_argmax_overlaps[:, None], eligible[:, None])
+    last_claim = num_gt - 1 - claims.flip(0).to(torch.uint8).argmax(dim=0)  # argmax: the first maximum
+    return torch.where(claims.any(dim=0), last_claim + 1, assigned)
 
 
 __all__ = ["MaxIoUConfig", "RETINANET", "SSD", "max_iou_assign"]

@@ -74,8 +74,7 @@ class Targets:
     priors: Tensor  # (N, 4) anchors or (N, 2) points
     strides: Tensor  # (N,)
     boxes: Tensor  # (N, 4) the assigned GT box in pixels (or its distances, see the head), valid at positives
-    cls_normaliser: float  # the classification loss's avg_factor before averaging over processes
-    images: Tensor | None = None  # (N,) image index of each row, for losses that work per image
+    cls_normaliser: float | Tensor  # the classification loss's avg_factor before averaging over processes
     num_images: int = 1
     encoded: Tensor | None = None  # (N, 4) regression targets the assigner encoded itself (FoveaBox)
 
@@ -84,24 +83,25 @@ def stack_assignments(assigned: list[Tensor], gt: list[dict], priors: Tensor, st
                       num_classes: int) -> Targets:
     """Image-major :class:`Targets` from each image's assigned GT index per prior (0: negative,
     ``i + 1``: GT ``i``, -1: ignored, no loss). The classification normaliser is Σ over images of
-    max(#positives, 1) (mmdet's sampler ``avg_factor``)."""
-    labels, weights, boxes, avg_factor = [], [], [], 0
+    max(#positives, 1) (mmdet's sampler ``avg_factor``), kept on the device as a 0-dim tensor:
+    nothing here reads a value back to the host."""
+    labels, weights, boxes, counts = [], [], [], []
     for inds, target in zip(assigned, gt):
         gt_boxes, gt_labels = target["boxes"].to(priors), target["labels"].to(priors.device)
         pos = inds > 0
-        lab = torch.full((len(priors),), num_classes, dtype=torch.long, device=priors.device)
-        box = priors.new_zeros(len(priors), 4)
-        if pos.any():
-            lab[pos] = gt_labels[inds[pos] - 1]
-            box[pos] = gt_boxes[inds[pos] - 1]
-        avg_factor += max(int(pos.sum()), 1)
-        labels.append(lab)
+        if len(gt_labels):
+            gt_index = (inds - 1).clamp(min=0)
+            labels.append(torch.where(pos, gt_labels.long()[gt_index], num_classes))
+            boxes.append(torch.where(pos[:, None], gt_boxes[gt_index], 0.0))
+        else:
+            labels.append(torch.full((len(priors),), num_classes, dtype=torch.long, device=priors.device))
+            boxes.append(priors.new_zeros(len(priors), 4))
+        counts.append(pos.sum().clamp(min=1))
         weights.append((inds >= 0).to(priors.dtype))
-        boxes.append(box)
     B = len(gt)
     return Targets(labels=torch.cat(labels), label_weights=torch.cat(weights), priors=priors.repeat(B, 1),
-                   strides=strides.repeat(B), boxes=torch.cat(boxes), cls_normaliser=avg_factor,
-                   images=torch.arange(B, device=priors.device).repeat_interleave(len(priors)), num_images=B)
+                   strides=strides.repeat(B), boxes=torch.cat(boxes), cls_normaliser=torch.stack(counts).sum(),
+                   num_images=B)
 
 
 class Scale(nn.Module):
@@ -232,9 +232,11 @@ class DenseHead(nn.Module):
     def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
         raise NotImplementedError
 
-    def cls_avg_factor(self, t: Targets) -> float:
-        """The classification loss's normaliser: ``t.cls_normaliser`` averaged over processes, >= 1."""
-        return max(reduce_mean(float(t.cls_normaliser), t.labels.device), 1.0)
+    def cls_avg_factor(self, t: Targets) -> Tensor:
+        """The classification loss's normaliser: ``t.cls_normaliser`` averaged over processes, >= 1
+        (a float32 0-dim tensor on the device)."""
+        count = torch.as_tensor(t.cls_normaliser, dtype=torch.float32, device=t.labels.device)
+        return reduce_mean(count, t.labels.device).clamp(min=1.0)
 
     def box_norm(self, weights: Tensor, t: Targets, x: ClsLossInputs) -> BoxNorm:
         raise NotImplementedError
@@ -259,7 +261,7 @@ class DenseHead(nn.Module):
         cls = self.flatten(outputs.cls, self.cls_channels)
         reg = self.flatten(outputs.reg, self.box.channels)
         pos = torch.nonzero((t.labels >= 0) & (t.labels < C)).squeeze(1)
-        x = ClsLossInputs(cls, t.labels, t.label_weights, pos, self.cls_avg_factor(t), t.images, t.num_images)
+        x = ClsLossInputs(cls, t.labels, t.label_weights, pos, self.cls_avg_factor(t), t.num_images)
 
         pos_reg = reg[pos]
         frame = self.frame(t, pos)

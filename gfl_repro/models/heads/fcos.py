@@ -50,7 +50,7 @@ class FCOSHead(DenseHead):
             torch.cat([tg.split(num_level)[lv] for _, tg in per_image]) / self.strides[lv] for lv in range(L)
         ])
         strides = torch.cat([points.new_full((B * n,), float(s)) for n, s in zip(num_level, self.strides)])
-        num_pos = int(((labels >= 0) & (labels < self.num_classes)).sum())
+        num_pos = ((labels >= 0) & (labels < self.num_classes)).sum()  # stays on the device
         return Targets(labels=labels, label_weights=None, priors=torch.cat([p.repeat(B, 1) for p in level_points]),
                        strides=strides, boxes=distances, cls_normaliser=num_pos)
 
@@ -67,7 +67,7 @@ class FCOSHead(DenseHead):
         return centerness_from_distances(frame.target_distances)
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
-        return BoxNorm(inside=max(reduce_mean(float(weights.sum()), weights.device), 1e-6), after=1.0)
+        return BoxNorm(inside=reduce_mean(weights.sum(), weights.device).clamp(min=1e-6), after=1.0)
 
     def prior_centres(self, priors: Tensor) -> Tensor:
         return priors

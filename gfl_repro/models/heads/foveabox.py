@@ -18,6 +18,7 @@ from torch import Tensor
 from ..assigners.fovea import BASE_EDGES, fovea_assign
 from ..box_representation import BoxNorm
 from ..coders import Frame
+from ..device_constants import constant
 from ..losses import centerness_target
 from ..priors import points as grid_points
 from .base import DenseHead, Targets
@@ -42,7 +43,7 @@ class FoveaBoxHead(DenseHead):
             return torch.cat([torch.cat([per_image[b][lv][k] for b in range(B)]) for lv in range(L)])
 
         labels = level_major(0)
-        num_pos = int(((labels >= 0) & (labels < C)).sum())
+        num_pos = ((labels >= 0) & (labels < C)).sum()  # stays on the device
         return Targets(
             labels=labels, label_weights=None,
             priors=torch.cat([p.repeat(B, 1) for p in level_points]),
@@ -54,17 +55,17 @@ class FoveaBoxHead(DenseHead):
         return torch.cat([x.permute(0, 2, 3, 1).reshape(-1, channels) for x in levels])
 
     def frame(self, t: Targets, pos: Tensor) -> Frame:
-        edge = {float(s): float(e) for s, e in zip(self.strides, self.base_edges)}
         strides = t.strides[pos]
-        scales = strides.new_tensor([edge[float(s)] for s in strides.tolist()]) if len(pos) else strides
+        level = (strides[:, None] == constant(self.strides, strides)).to(torch.uint8).argmax(dim=1)
+        scales = constant(self.base_edges, strides)[level]  # each positive's base edge
         return Frame(target_boxes=t.boxes[pos], origin=t.priors[pos], scales=scales, target_encoded=t.encoded[pos])
 
     def centerness(self, t: Targets, pos: Tensor, frame: Frame) -> Tensor:
         return centerness_target(t.priors[pos], t.boxes[pos])
 
-    def cls_avg_factor(self, t: Targets) -> float:
+    def cls_avg_factor(self, t: Targets) -> Tensor:
         """#positives + #images (mmdet's FoveaHead), not averaged over processes."""
-        return float(t.cls_normaliser)
+        return torch.as_tensor(t.cls_normaliser, dtype=torch.float32, device=t.labels.device)
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
         return BoxNorm(inside=float(len(weights)), after=1.0)

@@ -49,10 +49,8 @@ class RetinaNetHead(MaxIoUHead):
         assigned = []
         for target in gt:
             pad = target.get("pad_shape", target.get("batch_input_shape"))
-            valid = self.valid(sizes, pad, anchors.device) if pad is not None else torch.ones_like(strides, dtype=torch.bool)
-            inds = torch.full((len(anchors),), -1, dtype=torch.long, device=anchors.device)
-            inds[valid] = max_iou_assign(anchors[valid], target["boxes"].to(anchors), RETINANET)
-            assigned.append(inds)
+            valid = self.valid(sizes, pad, anchors.device) if pad is not None else None
+            assigned.append(max_iou_assign(anchors, target["boxes"].to(anchors), RETINANET, valid=valid))
         return stack_assignments(assigned, gt, anchors, strides, self.num_classes)
 
 
