@@ -155,7 +155,8 @@ class _DataDependentSizes(TorchDispatchMode):
         if func in _DATA_DEPENDENT_SIZE:
             self.recorder.record(func.__name__.split(".")[0], args[0])
         elif func in _INDEXING and _has_bool_index(args[1]):
-            self.recorder.record("boolean mask " + ("indexing" if func is _aten.index.Tensor else "assignment"), args[0])
+            kind = "indexing" if func is _aten.index.Tensor else "assignment"
+            self.recorder.record(f"boolean mask {kind}", args[0])
         return func(*args, **(kwargs or {}))
 
 

@@ -49,12 +49,13 @@ def fovea_assign(level_points: Sequence[Tensor], featmap_sizes: Sequence[tuple[i
             torch.minimum(torch.floor(gt[..., 0] + (1 + sigma) * half_w - 0.5).long().clamp(min=0), last_col),
             torch.minimum(torch.floor(gt[..., 1] + (1 + sigma) * half_h - 0.5).long().clamp(min=0), last_row),
         ], -1)  # (L, G, 4): left, top, right, down
-        host = torch.cat([in_range.double().flatten(), cells.double().flatten(), gt_areas.double()]).tolist()
         L = len(strides)
-        hits = [[g for g in range(num_gt) if host[lv * num_gt + g]] for lv in range(L)]
-        bounds = [[[int(v) for v in host[L * num_gt + 4 * (lv * num_gt + g):][:4]] for g in range(num_gt)]
-                  for lv in range(L)]
-        areas = torch.tensor(host[L * num_gt * 5:], dtype=gt_boxes.dtype)
+        host = torch.cat([in_range.double().flatten(), cells.double().flatten(), gt_areas.double()]).tolist()
+        n = L * num_gt
+        in_range_host, cells_host, areas_host = host[:n], host[n:5 * n], host[5 * n:]
+        hits = [[g for g in range(num_gt) if in_range_host[lv * num_gt + g]] for lv in range(L)]
+        bounds = [[int(v) for v in cells_host[4 * i:4 * i + 4]] for i in range(L * num_gt)]  # level-major, (lv, g)
+        areas = torch.tensor(areas_host, dtype=gt_boxes.dtype)
     out = []
     for lv, (points, (h, w), base_len) in enumerate(zip(level_points, featmap_sizes, base_edges)):
         points = points.view(h, w, 2)
@@ -66,7 +67,7 @@ def fovea_assign(level_points: Sequence[Tensor], featmap_sizes: Sequence[tuple[i
         if hit:  # painted from the largest GT to the smallest: the smallest wins a shared cell
             _, order = torch.sort(-areas[hit])
             for g in (hit[i] for i in order.tolist()):
-                x1, y1, x2, y2 = bounds[lv][g]
+                x1, y1, x2, y2 = bounds[lv * num_gt + g]
                 cell = (slice(y1, y2 + 1), slice(x1, x2 + 1))
                 box = gt_boxes[g]
                 labels[cell] = gt_labels[g]

@@ -63,7 +63,8 @@ def max_iou_assign(priors: Tensor, gt_boxes: Tensor, cfg: MaxIoUConfig, valid: T
     if cfg.gt_max_assign_all:
         claims = (overlaps == gt_max_overlaps[:, None]) & eligible[:, None]
     else:
-        claims = torch.zeros_like(overlaps, dtype=torch.bool).scatter_(1, gt_argmax_overlaps[:, None], eligible[:, None])
+        claims = torch.zeros_like(overlaps, dtype=torch.bool)
+        claims.scatter_(1, gt_argmax_overlaps[:, None], eligible[:, None])
     last_claim = num_gt - 1 - claims.flip(0).to(torch.uint8).argmax(dim=0)  # argmax: the first maximum
     return torch.where(claims.any(dim=0), last_claim + 1, assigned)
 
