@@ -228,13 +228,16 @@ def quality_focal_loss(
     pos = (labels >= 0) & (labels < num_classes)
     safe_labels = torch.where(pos, labels, torch.zeros_like(labels))
     is_target_class = (safe_labels[:, None] == torch.arange(num_classes, device=labels.device)) & pos[:, None]
-    soft = torch.where(
-        is_target_class,
-        quality.to(logits.dtype)[:, None].expand_as(logits),
-        torch.zeros_like(logits),
-    )
+    target = quality.to(logits.dtype)[:, None]
+    soft = torch.where(is_target_class, target, 0.0)
     sigma = logits.sigmoid()
-    modulating = (soft - sigma).abs().pow(beta)
+    # |y - σ| is σ wherever y = 0 (|0 - σ| = σ exactly): σ with each positive's target-class
+    # entry replaced by |y - σ| (elementwise exact either way), then one dense power, so every
+    # number is what |soft - σ|^β gives, with one (N, C) tensor fewer kept for backward
+    column = safe_labels[:, None]
+    sigma_t = sigma.gather(1, column)
+    distance = sigma.scatter(1, column, torch.where(pos[:, None], (target - sigma_t).abs(), sigma_t))
+    modulating = distance.pow(beta)
     loss = F.binary_cross_entropy_with_logits(logits, soft, reduction="none") * modulating
     loss = loss.sum(dim=1)
     return weight_reduce(loss, weight, reduction, avg_factor)
