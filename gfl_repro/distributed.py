@@ -71,20 +71,15 @@ def init_from_submitit() -> torch.device | None:
     return torch.device(f"cuda:{dist_env.local_rank}") if use_cuda else torch.device("cpu")
 
 
-def reduce_mean(value: float | Tensor, device: torch.device) -> float | Tensor:
-    """mmdet's ``reduce_mean``: the average of a scalar over the processes (itself with one).
-
-    A tensor stays a tensor on its device (divided by the number of processes, then summed
-    over them, as mmdet does), so a loss normaliser never has to be read back to the host."""
+def reduce_mean(value: Tensor) -> Tensor:
+    """mmdet's ``reduce_mean``: the average of a 0-dim tensor over the processes (itself with
+    one), divided by the number of processes then summed over them, as mmdet does; it stays on
+    its device, so a loss normaliser never has to be read back to the host."""
     if world_size() == 1:
         return value
-    if isinstance(value, Tensor):
-        tensor = value.detach().clone().div_(dist.get_world_size())
-        dist.all_reduce(tensor)
-        return tensor
-    tensor = torch.tensor(value, device=device)
+    tensor = value.detach().clone().div_(dist.get_world_size())
     dist.all_reduce(tensor)
-    return float(tensor) / dist.get_world_size()
+    return tensor
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

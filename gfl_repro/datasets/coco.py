@@ -200,13 +200,18 @@ class CocoDetection(Dataset):
         return normalize_image(sample["img"]), target
 
 
+def _round_up(value: int, divisor: int) -> int:
+    """``value`` rounded up to a multiple of ``divisor``."""
+    return -(-value // divisor) * divisor
+
+
 def fixed_canvas(scale: Sequence[int], short_max: int | None = None, size_divisor: int = 32) -> tuple[int, int]:
     """(short, long) sides, rounded up to ``size_divisor``, of the largest image the resize to
     ``scale`` (and a multiscale short side up to ``short_max``) can give: the canvas every batch
     is padded to when the detector is compiled, so that it compiles for a few shapes only."""
     d = max(int(size_divisor), 1)
     short = max(min(scale), short_max or 0)
-    return -(-short // d) * d, -(-max(scale) // d) * d
+    return _round_up(short, d), _round_up(max(scale), d)
 
 
 def _on_canvas(pad_h: int, pad_w: int, canvas: tuple[int, int]) -> tuple[int, int]:
@@ -233,7 +238,7 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 32,
     max_h = max(img.shape[1] for img in images)
     max_w = max(img.shape[2] for img in images)
     d = max(int(size_divisor), 1)
-    pad_h, pad_w = -(-max_h // d) * d, -(-max_w // d) * d
+    pad_h, pad_w = _round_up(max_h, d), _round_up(max_w, d)
     if canvas is not None:
         pad_h, pad_w = _on_canvas(pad_h, pad_w, canvas)
     out = images[0].new_full((len(images), images[0].shape[0], pad_h, pad_w), pad_value)
@@ -242,7 +247,7 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict]], size_divisor: int = 32,
         h, w = img.shape[1:]
         out[i, :, :h, :w] = img
         t = dict(target)
-        t["pad_shape"] = (-(-h // d) * d, -(-w // d) * d)
+        t["pad_shape"] = (_round_up(h, d), _round_up(w, d))
         t["batch_input_shape"] = (pad_h, pad_w)
         targets.append(t)
     return out, targets

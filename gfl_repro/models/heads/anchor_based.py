@@ -8,7 +8,6 @@ centre inside the GT. :class:`MaxIoUHead` adds mmdet ``AnchorHead``'s normaliser
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ..box_ops import bbox2distance
@@ -42,7 +41,7 @@ class MaxIoUHead(AnchorBasedHead):
     are divided by Σ over images of max(#positives, 1), not averaged over processes."""
 
     def cls_avg_factor(self, t: Targets) -> Tensor:
-        return torch.as_tensor(t.cls_normaliser, dtype=torch.float32, device=t.labels.device)
+        return t.cls_normaliser.float()
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
         return BoxNorm(inside=x.num_pos, after=1.0)

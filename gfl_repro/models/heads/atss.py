@@ -50,7 +50,7 @@ class ATSSHead(AnchorBasedHead):
         return stack_assignments(assigned, gt, anchors, strides, self.num_classes)
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
-        return BoxNorm(inside=1.0, after=reduce_mean(weights.sum().detach(), weights.device).clamp(min=1.0))
+        return BoxNorm(inside=1.0, after=reduce_mean(weights.sum().detach()).clamp(min=1.0))
 
 
 __all__ = ["ATSSHead"]

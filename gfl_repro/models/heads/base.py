@@ -74,7 +74,7 @@ class Targets:
     priors: Tensor  # (N, 4) anchors or (N, 2) points
     strides: Tensor  # (N,)
     boxes: Tensor  # (N, 4) the assigned GT box in pixels (or its distances, see the head), valid at positives
-    cls_normaliser: float | Tensor  # the classification loss's avg_factor before averaging over processes
+    cls_normaliser: Tensor  # 0-dim: the classification loss's avg_factor before averaging over processes
     num_images: int = 1
     encoded: Tensor | None = None  # (N, 4) regression targets the assigner encoded itself (FoveaBox)
 
@@ -235,8 +235,7 @@ class DenseHead(nn.Module):
     def cls_avg_factor(self, t: Targets) -> Tensor:
         """The classification loss's normaliser: ``t.cls_normaliser`` averaged over processes, >= 1
         (a float32 0-dim tensor on the device)."""
-        count = torch.as_tensor(t.cls_normaliser, dtype=torch.float32, device=t.labels.device)
-        return reduce_mean(count, t.labels.device).clamp(min=1.0)
+        return reduce_mean(t.cls_normaliser.float()).clamp(min=1.0)
 
     def box_norm(self, weights: Tensor, t: Targets, x: ClsLossInputs) -> BoxNorm:
         raise NotImplementedError

@@ -67,7 +67,7 @@ class FCOSHead(DenseHead):
         return centerness_from_distances(frame.target_distances)
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
-        return BoxNorm(inside=reduce_mean(weights.sum().detach(), weights.device).clamp(min=1e-6), after=1.0)
+        return BoxNorm(inside=reduce_mean(weights.sum().detach()).clamp(min=1e-6), after=1.0)
 
     def prior_centres(self, priors: Tensor) -> Tensor:
         return priors

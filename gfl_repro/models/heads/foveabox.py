@@ -65,7 +65,7 @@ class FoveaBoxHead(DenseHead):
 
     def cls_avg_factor(self, t: Targets) -> Tensor:
         """#positives + #images (mmdet's FoveaHead), not averaged over processes."""
-        return torch.as_tensor(t.cls_normaliser, dtype=torch.float32, device=t.labels.device)
+        return t.cls_normaliser.float()
 
     def box_norm(self, weights: Tensor, t: Targets, x) -> BoxNorm:
         return BoxNorm(inside=float(len(weights)), after=1.0)
