@@ -1,7 +1,8 @@
 """Benchmark (not a test): the native engine beside mmdetection 3.3 on the same work.
 
     .venv/bin/python benchmarks/side_by_side.py [--device cpu|cuda] [--configs smoke r50]
-        [--parts train infer assign memory] [--pairs 7] [--channels-last] [--compile]
+        [--parts train infer assign memory split] [--pairs 7] [--precision fp32|bf16]
+        [--channels-last] [--compile]
 
 For each configuration (the smoke profile's GFL: tiny ResNet-50, batch 8 at 192×160; the
 paper's GFL R-50: batch 2 at 1333×800) it builds mmdet's model from the same spec
@@ -13,6 +14,10 @@ mmdet / native (> 1: native faster):
 * ``train``: one training step (forward, loss, backward, SGD step) on the same batch;
 * ``infer``: inference with post-processing at batch 1 and batched;
 * ``assign``: ATSS assignment of the anchors of a 1344×800 image with 20 and 100 GTs;
+* ``split``: where a warm training step's time goes in each engine (torch.profiler, self time
+  of the convolution operators, forward and backward, against everything else), and the
+  ceiling that split puts on the ratio: mmdet's whole step over the native convolutions alone,
+  the ratio the native engine would reach if everything but its convolutions took no time;
 * ``memory``: peak memory of a train step and of inference, each engine in a fresh process
   (both models are built there, from the same weights): on CPU the step's peak resident set
   above the resident set before it (sampled every millisecond during the step, so imports and
@@ -21,7 +26,9 @@ mmdet / native (> 1: native faster):
 
 ``--channels-last`` and ``--compile`` time the native engine's fast path (the run settings of
 the same names; the first step of each part then includes the compilation, which the warm-up
-pair absorbs). Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
+pair absorbs). ``--precision bf16`` runs the native training step as a ``precision = "bf16"``
+run does (its forward pass and losses under bfloat16 autocast), against mmdet in fp32; the
+check of equal losses and detections, inference and memory stay in fp32. Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
 per image: the numbers measure the models, not the data pipeline.
 """
 
@@ -143,14 +150,16 @@ def interleave(step_ours, step_theirs, device, pairs: int, warmup: int = 1) -> d
             "ratio": statistics.median(ratios)}
 
 
-def train_steps(ours, theirs, images, targets, samples):
+def train_steps(ours, theirs, images, targets, samples, precision: str = "fp32"):
     opt_a = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9, weight_decay=1e-4)
     opt_b = torch.optim.SGD([p for p in theirs.parameters() if p.requires_grad], lr=1e-4, momentum=0.9,
                             weight_decay=1e-4)
 
     def step_ours():
         opt_a.zero_grad(set_to_none=True)
-        sum(ours.loss(images, targets).values()).backward()
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            total = sum(ours.loss(images, targets).values())
+        total.backward()
         opt_a.step()
 
     def step_theirs():
@@ -191,6 +200,39 @@ def assign_steps(gts: int, device):
     assigner = ATSSAssigner(topk=9)
     priors, gt = InstanceData(priors=anchors), InstanceData(bboxes=boxes, labels=labels)
     return (lambda: atss_assign(anchors, counts, boxes, labels)), (lambda: assigner.assign(priors, counts, gt))
+
+
+def conv_split(step, device, repeats: int = 3) -> dict:
+    """Median over ``repeats`` profiled warm steps of the total and the convolution self time in
+    ms: the operators whose name holds ``conv`` (``mkldnn_convolution``, ``convolution_backward``,
+    ``cudnn_convolution``...; on CUDA their kernels' device time) against all operators; and the
+    names of the operators counted as convolutions."""
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    step()
+    totals, convs, names = [], [], set()
+    for _ in range(repeats):
+        with torch.profiler.profile(activities=activities) as prof:
+            step()
+            sync(device)
+        events = [e for e in prof.key_averages() if e.device_type.name == "CPU" or device.type == "cuda"]
+        totals.append(sum(getattr(e, key) for e in events) / 1000)
+        counted = [e for e in events if "conv" in e.key.lower()]
+        convs.append(sum(getattr(e, key) for e in counted) / 1000)
+        names |= {e.key for e in counted if getattr(e, key) > 0}
+    return {"total_ms": statistics.median(totals), "conv_ms": statistics.median(convs), "conv_ops": names}
+
+
+def cpu_description() -> str:
+    """The CPU's vector instructions as torch sees them (``AVX2``, ``AVX512``), and whether it has
+    AMX bfloat16 tiles (Linux): what decides here whether ``--channels-last`` and bf16 pay."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        flags = []
+    return f"CPU, {torch.backends.cpu.get_cpu_capability()}" + (" + AMX-BF16" if "amx_bf16" in flags else "")
 
 
 def resident_mb() -> float:
@@ -254,8 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--parts", nargs="+", default=["train", "infer", "assign", "memory"],
-                        choices=["train", "infer", "assign", "memory"])
+                        choices=["train", "infer", "assign", "memory", "split"])
     parser.add_argument("--pairs", type=int, default=7, help="interleaved timing pairs (3 for r50 on CPU)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="the native training step's arithmetic (mmdet's is fp32)")
     parser.add_argument("--channels-last", action="store_true", help="the native model in channels_last")
     parser.add_argument("--compile", action="store_true", help="the native model's dense path torch.compiled")
     parser.add_argument("--memory-child", nargs=3, metavar=("ENGINE", "PART", "CONFIG"), help=argparse.SUPPRESS)
@@ -265,9 +309,9 @@ def main(argv: list[str] | None = None) -> None:
         memory_child(*args.memory_child, args.device, fast)
         return
     device = torch.device(args.device)
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, native fast path: "
-          f"{', '.join(key for key, on in fast.items() if on) or 'none'}")
+    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_description()}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, native training step: "
+          f"{', '.join([args.precision] + [key for key, on in fast.items() if on])}")
     print(f"{'config':<7} {'what':<24} {'native':>12} {'mmdet':>12} {'mmdet/native':>13}")
     for name in args.configs:
         spec = CONFIGS[name]
@@ -277,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<7} check: {check_same(ours, theirs, images, targets, samples)}")
         rows = []
         if "train" in args.parts:
-            rows.append(("train step", interleave(*train_steps(ours, theirs, images, targets, samples), device, pairs)))
+            steps = train_steps(ours, theirs, images, targets, samples, args.precision)
+            rows.append((f"train step ({args.precision})", interleave(*steps, device, pairs)))
         if "infer" in args.parts:
             ours.eval(), theirs.eval()
             for batch in (1, spec["batch"]):
@@ -286,6 +331,15 @@ def main(argv: list[str] | None = None) -> None:
             ours.train(), theirs.train()
         for what, r in rows:
             print(f"{name:<7} {what:<24} {r['native_ms']:>9.1f} ms {r['mmdet_ms']:>9.1f} ms {r['ratio']:>12.2f}x")
+        if "split" in args.parts:
+            mine, other = (conv_split(step, device)
+                           for step in train_steps(ours, theirs, images, targets, samples, args.precision))
+            for engine, r in (("native", mine), ("mmdet", other)):
+                print(f"{name:<7} {engine + ' step, profiled':<24} {r['total_ms']:>9.1f} ms, convolutions "
+                      f"{r['conv_ms']:.1f} ms ({100 * r['conv_ms'] / r['total_ms']:.0f} %), "
+                      f"the rest {r['total_ms'] - r['conv_ms']:.1f} ms")
+            print(f"{name:<7} {'ceiling':<24} mmdet step / native convolutions alone = "
+                  f"{other['total_ms'] / mine['conv_ms']:.2f}x")
         if "memory" in args.parts:
             for part in ("train", "infer"):
                 r = memory_pair(part, name, args.device, fast)
