@@ -17,7 +17,8 @@ mmdet / native (> 1: native faster):
 * ``split``: where a warm training step's time goes in each engine (torch.profiler, self time
   of the convolution operators, forward and backward, against everything else), and the
   ceiling that split puts on the ratio: mmdet's whole step over the native convolutions alone,
-  the ratio the native engine would reach if everything but its convolutions took no time;
+  the ratio the native engine would reach if everything but its convolutions took no time
+  (on a CPU only);
 * ``memory``: peak memory of a train step and of inference, each engine in a fresh process
   (both models are built there, from the same weights): on CPU the step's peak resident set
   above the resident set before it (sampled every millisecond during the step, so imports and
@@ -205,19 +206,16 @@ def assign_steps(gts: int, device):
 def conv_split(step, device, repeats: int = 3) -> dict:
     """Median over ``repeats`` profiled warm steps of the total and the convolution self time in
     ms: the operators whose name holds ``conv`` (``mkldnn_convolution``, ``convolution_backward``,
-    ``cudnn_convolution``...; on CUDA their kernels' device time) against all operators; and the
-    names of the operators counted as convolutions."""
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    ...) against all operators, on a CPU; and the names of the operators counted as convolutions."""
+    key = "self_cpu_time_total"
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.type == "cuda":
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
     step()
     totals, convs, names = [], [], set()
     for _ in range(repeats):
         with torch.profiler.profile(activities=activities) as prof:
             step()
             sync(device)
-        events = [e for e in prof.key_averages() if e.device_type.name == "CPU" or device.type == "cuda"]
+        events = [e for e in prof.key_averages() if e.device_type.name == "CPU"]
         totals.append(sum(getattr(e, key) for e in events) / 1000)
         counted = [e for e in events if "conv" in e.key.lower()]
         convs.append(sum(getattr(e, key) for e in counted) / 1000)
@@ -309,6 +307,9 @@ def main(argv: list[str] | None = None) -> None:
         memory_child(*args.memory_child, args.device, fast)
         return
     device = torch.device(args.device)
+    if "split" in args.parts and device.type != "cpu":
+        parser.error("--parts split profiles CPU operators only (a GPU's kernels are not named by the "
+                     "operators that launch them)")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else cpu_description()}), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, native training step: "
           f"{', '.join([args.precision] + [key for key, on in fast.items() if on])}")
