@@ -29,8 +29,9 @@ mmdet / native (> 1: native faster):
 the same names; the first step of each part then includes the compilation, which the warm-up
 pair absorbs). ``--precision bf16`` runs the native training step as a ``precision = "bf16"``
 run does (its forward pass and losses under bfloat16 autocast), against mmdet in fp32; the
-check of equal losses and detections, inference and memory stay in fp32. Needs the mmdet extra (``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes
-per image: the numbers measure the models, not the data pipeline.
+check of equal losses and detections, inference and memory stay in fp32. Needs the mmdet extra
+(``scripts/mmdet_extra.sh``). Inputs are random tensors with a few boxes per image: the numbers
+measure the models, not the data pipeline.
 """
 
 from __future__ import annotations
@@ -203,23 +204,21 @@ def assign_steps(gts: int, device):
     return (lambda: atss_assign(anchors, counts, boxes, labels)), (lambda: assigner.assign(priors, counts, gt))
 
 
-def conv_split(step, device, repeats: int = 3) -> dict:
-    """Median over ``repeats`` profiled warm steps of the total and the convolution self time in
-    ms: the operators whose name holds ``conv`` (``mkldnn_convolution``, ``convolution_backward``,
-    ...) against all operators, on a CPU; and the names of the operators counted as convolutions."""
-    key = "self_cpu_time_total"
-    activities = [torch.profiler.ProfilerActivity.CPU]
+def conv_split(step, repeats: int = 3) -> dict:
+    """Median over ``repeats`` profiled warm steps (on a CPU) of the total and the convolution
+    self time in ms: the operators whose name holds ``conv`` (``mkldnn_convolution``,
+    ``convolution_backward``, ...) against all operators; and the names of the operators
+    counted as convolutions."""
     step()
     totals, convs, names = [], [], set()
     for _ in range(repeats):
-        with torch.profiler.profile(activities=activities) as prof:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             step()
-            sync(device)
-        events = [e for e in prof.key_averages() if e.device_type.name == "CPU"]
-        totals.append(sum(getattr(e, key) for e in events) / 1000)
+        events = prof.key_averages()
         counted = [e for e in events if "conv" in e.key.lower()]
-        convs.append(sum(getattr(e, key) for e in counted) / 1000)
-        names |= {e.key for e in counted if getattr(e, key) > 0}
+        totals.append(sum(e.self_cpu_time_total for e in events) / 1000)
+        convs.append(sum(e.self_cpu_time_total for e in counted) / 1000)
+        names |= {e.key for e in counted if e.self_cpu_time_total > 0}
     return {"total_ms": statistics.median(totals), "conv_ms": statistics.median(convs), "conv_ops": names}
 
 
@@ -333,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
         for what, r in rows:
             print(f"{name:<7} {what:<24} {r['native_ms']:>9.1f} ms {r['mmdet_ms']:>9.1f} ms {r['ratio']:>12.2f}x")
         if "split" in args.parts:
-            mine, other = (conv_split(step, device)
+            mine, other = (conv_split(step)
                            for step in train_steps(ours, theirs, images, targets, samples, args.precision))
             for engine, r in (("native", mine), ("mmdet", other)):
                 print(f"{name:<7} {engine + ' step, profiled':<24} {r['total_ms']:>9.1f} ms, convolutions "

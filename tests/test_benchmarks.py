@@ -26,14 +26,14 @@ def test_the_split_counts_convolutions_forward_and_backward_and_nothing_else():
     def matmul_only():
         ((big @ big) @ big).sum()
 
-    with_conv = conv_split(conv_then_matmul, torch.device("cpu"), repeats=3)
+    with_conv = conv_split(conv_then_matmul, repeats=3)
     assert 0 < with_conv["conv_ms"] < with_conv["total_ms"]
 
-    without = conv_split(matmul_only, torch.device("cpu"), repeats=3)
+    without = conv_split(matmul_only, repeats=3)
     assert without["conv_ms"] == 0 and without["total_ms"] > 0
 
     # the backward pass's convolutions are counted too, and matrix products never
     assert "aten::convolution_backward" in with_conv["conv_ops"]
     assert not any("mm" in name for name in with_conv["conv_ops"])
-    forward_only = conv_split(lambda: conv(x).detach(), torch.device("cpu"), repeats=3)
+    forward_only = conv_split(lambda: conv(x).detach(), repeats=3)
     assert forward_only["conv_ms"] > 0 and "aten::convolution_backward" not in forward_only["conv_ops"]
